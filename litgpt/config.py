@@ -1,0 +1,127 @@
+"""Model configuration: one dataclass plus a registry of named RoBERTa configs."""
+
+from copy import deepcopy
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import yaml
+
+
+@dataclass
+class Config:
+    name: str = ""
+    hf_config: Dict[str, str] = field(default_factory=dict)
+    vocab_size: int = 50265
+    # rows of the embedding/decoder; equal to `vocab_size` for RoBERTa, kept for Lit-GPT parity
+    padded_vocab_size: Optional[int] = None
+    n_layer: int = 12
+    n_embd: int = 768
+    n_head: int = 12
+    intermediate_size: int = 3072
+    # usable positions; the position table has `block_size + pad_token_id + 1` rows because
+    # RoBERTa starts counting positions at `pad_token_id + 1`
+    block_size: int = 512
+    type_vocab_size: int = 1
+    pad_token_id: int = 1
+    bos_token_id: int = 0
+    eos_token_id: int = 2
+    mask_token_id: int = 50264
+    norm_eps: float = 1e-5
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    classifier_dropout: Optional[float] = None
+    initializer_range: float = 0.02
+    hidden_act: str = "gelu"
+    # causal mode: a causal attention mask and a next-token loss (HF's `is_decoder=True`)
+    causal: bool = False
+    # classification heads only
+    num_labels: int = 0
+    id2label: Dict[int, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.padded_vocab_size is None:
+            self.padded_vocab_size = self.vocab_size
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+        if self.hidden_act != "gelu":
+            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; RoBERTa uses 'gelu'")
+        self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def max_position_embeddings(self) -> int:
+        return self.block_size + self.pad_token_id + 1
+
+    @classmethod
+    def from_name(cls, name: str, **kwargs: Any) -> "Config":
+        if name not in name_to_config:
+            raise ValueError(f"Unknown model name {name!r}. Known names: {', '.join(sorted(name_to_config))}")
+        conf = deepcopy(name_to_config[name])
+        conf.update(kwargs)
+        return cls(**conf)
+
+    @classmethod
+    def from_file(cls, path: Union[str, Path], **kwargs: Any) -> "Config":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: config file not found")
+        try:
+            with open(path, encoding="utf-8") as fp:
+                conf = yaml.safe_load(fp)
+        except yaml.YAMLError as ex:
+            raise ValueError(f"{path}: not valid YAML ({ex.__class__.__name__})") from None
+        if not isinstance(conf, dict):
+            raise ValueError(f"{path}: expected a mapping of config fields")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(conf) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown config fields {unknown}")
+        conf.update(kwargs)
+        return cls(**conf)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint_dir: Union[str, Path], **kwargs: Any) -> "Config":
+        """Loads `model_config.yaml` from a checkpoint dir."""
+        checkpoint_dir = Path(checkpoint_dir)
+        if (checkpoint_dir / "model_config.yaml").is_file():
+            return cls.from_file(checkpoint_dir / "model_config.yaml", **kwargs)
+        if checkpoint_dir.name in name_to_config:
+            return cls.from_name(checkpoint_dir.name, **kwargs)
+        raise FileNotFoundError(f"{checkpoint_dir}: no model_config.yaml found (is this a litgpt checkpoint dir?)")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: Union[str, Path]) -> None:
+        from litgpt.utils import atomic_write_text
+
+        atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _roberta(name: str, org: str = "FacebookAI", **kwargs: Any) -> Dict[str, Any]:
+    return dict(name=name, hf_config=dict(org=org, name=name), **kwargs)
+
+
+configs: List[Dict[str, Any]] = [
+    _roberta("roberta-base"),
+    _roberta("roberta-large", n_layer=24, n_embd=1024, n_head=16, intermediate_size=4096),
+    _roberta("distilroberta-base", org="distilbert", n_layer=6),
+    # small configs for CPU demos and tests; they keep RoBERTa's special ids and shrink the rest
+    dict(name="roberta-small", n_layer=4, n_embd=256, n_head=4, intermediate_size=1024, block_size=128),
+    dict(name="roberta-mini", n_layer=2, n_embd=128, n_head=2, intermediate_size=512, block_size=128),
+    dict(
+        name="roberta-tiny",
+        vocab_size=1000,
+        mask_token_id=999,
+        n_layer=2,
+        n_embd=32,
+        n_head=4,
+        intermediate_size=64,
+        block_size=64,
+    ),
+]
+name_to_config: Dict[str, Dict[str, Any]] = {c["name"]: c for c in configs}

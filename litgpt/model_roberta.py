@@ -1,0 +1,281 @@
+"""RoBERTa, the whole encoder in one file.
+
+RoBERTa is a post-LayerNorm BERT: embeddings -> N x (self-attention, FFN), each sub-layer followed by
+dropout, the residual add and LayerNorm. Numerically it matches HuggingFace `transformers`' RoBERTa on the
+same weights; `litgpt/scripts/convert_hf_checkpoint.py` maps the weight names.
+
+Speed choices (see `benchmarks/compare_hf.py`):
+- one fused QKV projection per block;
+- the attention mask is built once per batch, not once per layer;
+- with padded batches, the token-wise layers (projections, FFN, LayerNorm) only run on real tokens:
+  they are gathered once, and scattered into the padded layout only around attention;
+- the MLM loss path runs the LM head only at the labelled positions, never materialising [B, T, V].
+"""
+
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from litgpt.config import Config
+
+
+def position_ids_from_input_ids(input_ids: torch.Tensor, pad_token_id: int) -> torch.Tensor:
+    """RoBERTa's positions start at `pad_token_id + 1` and only count non-pad tokens; pads keep `pad_token_id`."""
+    not_pad = input_ids.ne(pad_token_id).int()
+    return (torch.cumsum(not_pad, dim=1) * not_pad).long() + pad_token_id
+
+
+class RobertaModel(nn.Module):
+    """The encoder: returns the last hidden states `[B, T, n_embd]`."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.padded_vocab_size, config.n_embd, padding_idx=config.pad_token_id)
+        self.wpe = nn.Embedding(config.max_position_embeddings, config.n_embd, padding_idx=config.pad_token_id)
+        self.wtte = nn.Embedding(config.type_vocab_size, config.n_embd)
+        self.ln_emb = nn.LayerNorm(config.n_embd, eps=config.norm_eps)
+        self.drop = nn.Dropout(config.hidden_dropout)
+        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        causal: bool = False,
+        token_type_ids: Optional[torch.Tensor] = None,
+        unpad: bool = False,
+    ) -> torch.Tensor:
+        """`attention_mask` is 1 for real tokens and 0 for padding. With `unpad=True` the token-wise layers skip
+        padding; the hidden states at pad positions are then zeros instead of values nobody should read."""
+        B, T = input_ids.shape
+        if T > self.config.block_size:
+            raise ValueError(f"Sequence length {T} exceeds the model's {self.config.block_size} positions")
+        positions = position_ids_from_input_ids(input_ids, self.config.pad_token_id)
+        token_types = self.wtte.weight[0] if token_type_ids is None else self.wtte(token_type_ids)
+        x = self.wte(input_ids) + token_types
+        x = x + self.wpe(positions)
+        x = self.drop(self.ln_emb(x))
+
+        # padding that is absent needs no mask: SDPA then takes its fastest path
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None
+        mask = build_attention_mask(attention_mask, causal, T, x.device)
+        is_causal = causal and mask is None
+
+        if unpad and attention_mask is not None:
+            keep = attention_mask.reshape(-1).nonzero().squeeze(1)
+            x = x.reshape(B * T, -1).index_select(0, keep)
+            for block in self.h:
+                x = block(x, mask, is_causal, keep, (B, T))
+            return x.new_zeros(B * T, x.size(-1)).index_copy_(0, keep, x).view(B, T, -1)
+
+        for block in self.h:
+            x = block(x, mask, is_causal)
+        return x
+
+
+def build_attention_mask(
+    attention_mask: Optional[torch.Tensor], causal: bool, T: int, device: torch.device
+) -> Optional[torch.Tensor]:
+    """A boolean SDPA mask (True = attend), built once per batch: `[B, 1, 1, T]` for padding, `[B, 1, T, T]` with causality."""
+    if attention_mask is None:
+        return None
+    mask = attention_mask.bool()[:, None, None, :]
+    if causal:
+        mask = mask & torch.ones(T, T, dtype=torch.bool, device=device).tril()
+    return mask
+
+
+class Block(nn.Module):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.attn = SelfAttention(config)
+        self.norm_1 = nn.LayerNorm(config.n_embd, eps=config.norm_eps)
+        self.mlp = MLP(config)
+        self.norm_2 = nn.LayerNorm(config.n_embd, eps=config.norm_eps)
+        self.drop = nn.Dropout(config.hidden_dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: Optional[torch.Tensor],
+        is_causal: bool,
+        keep: Optional[torch.Tensor] = None,
+        padded_shape: Optional[Tuple[int, int]] = None,
+    ) -> torch.Tensor:
+        x = self.norm_1(x + self.drop(self.attn(x, mask, is_causal, keep, padded_shape)))
+        return self.norm_2(x + self.drop(self.mlp(x)))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.proj = nn.Linear(config.n_embd, config.n_embd)
+        self.n_head = config.n_head
+        self.head_size = config.head_size
+        self.dropout = config.attention_dropout
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: Optional[torch.Tensor],
+        is_causal: bool,
+        keep: Optional[torch.Tensor] = None,
+        padded_shape: Optional[Tuple[int, int]] = None,
+    ) -> torch.Tensor:
+        qkv = self.qkv(x)
+        if keep is not None:
+            # x holds only real tokens: scatter into the padded layout for attention, gather back after
+            B, T = padded_shape
+            qkv = qkv.new_zeros(B * T, qkv.size(-1)).index_copy_(0, keep, qkv)
+        else:
+            B, T = x.shape[:2]
+        q, k, v = qkv.view(B, T, 3, self.n_head, self.head_size).permute(2, 0, 3, 1, 4).unbind(0)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
+        )
+        y = y.transpose(1, 2).reshape(B, T, -1)
+        if keep is not None:
+            y = y.reshape(B * T, -1).index_select(0, keep)
+        return self.proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.n_embd, config.intermediate_size)
+        self.proj = nn.Linear(config.intermediate_size, config.n_embd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x)))
+
+
+class LMHead(nn.Module):
+    """dense -> GELU -> LayerNorm -> decoder tied to the word embeddings, with its own bias."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.n_embd, config.n_embd)
+        self.norm = nn.LayerNorm(config.n_embd, eps=config.norm_eps)
+        self.bias = nn.Parameter(torch.zeros(config.padded_vocab_size))
+
+    def forward(self, x: torch.Tensor, decoder_weight: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.norm(F.gelu(self.dense(x))), decoder_weight, self.bias)
+
+
+class ClassificationHead(nn.Module):
+    """dropout -> dense -> tanh -> dropout -> projection, on the first token (`<s>`)."""
+
+    def __init__(self, config: Config, num_labels: int) -> None:
+        super().__init__()
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout
+        self.drop = nn.Dropout(dropout)
+        self.dense = nn.Linear(config.n_embd, config.n_embd)
+        self.out_proj = nn.Linear(config.n_embd, num_labels)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.drop(features[:, 0])
+        x = self.drop(torch.tanh(self.dense(x)))
+        return self.out_proj(x)
+
+
+class _RobertaPreTrained(nn.Module):
+    def init_weights(self) -> None:
+        """HuggingFace's initialisation: N(0, initializer_range) for weights, zeros for biases and the pad rows."""
+        std = self.config.initializer_range
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if module.padding_idx is not None:
+                    with torch.no_grad():
+                        module.weight[module.padding_idx].zero_()
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, LMHead):
+                nn.init.zeros_(module.bias)
+
+
+class RobertaForMaskedLM(_RobertaPreTrained):
+    """Encoder + LM head. Masked language modelling by default; `config.causal=True` (or `causal=True` in
+    `forward`) turns it into a left-to-right language model like HF's `RobertaForCausalLM`."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self.roberta = RobertaModel(config)
+        self.lm_head = LMHead(config)
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        labels: Optional[torch.Tensor] = None,
+        causal: Optional[bool] = None,
+        return_stats: bool = False,
+    ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Without `labels`: logits `[B, T, padded_vocab_size]`. With `labels` (-100 = ignore): the mean
+        cross-entropy over labelled positions; `return_stats=True` adds (correct predictions, labelled count)."""
+        causal = self.config.causal if causal is None else causal
+        if labels is None:
+            hidden = self.roberta(input_ids, attention_mask, causal=causal)
+            return self.lm_head(hidden, self.roberta.wte.weight)
+
+        if causal:
+            # position t predicts token t + 1
+            labels = F.pad(labels[:, 1:], (0, 1), value=-100)
+        hidden = self.roberta(input_ids, attention_mask, causal=causal, unpad=True)
+        selected = labels.ne(-100)
+        targets = labels[selected]
+        logits = self.lm_head(hidden[selected], self.roberta.wte.weight).float()
+        count = selected.sum()
+        loss = F.cross_entropy(logits, targets, reduction="sum") / count.clamp(min=1)
+        if not return_stats:
+            return loss
+        correct = (logits.argmax(-1) == targets).sum()
+        return loss, correct, count
+
+
+class RobertaForCausalLM(RobertaForMaskedLM):
+    """The same weights with a causal mask and a next-token loss (HF's `RobertaForCausalLM`)."""
+
+    def __init__(self, config: Config) -> None:
+        if not config.causal:
+            config = Config(**{**config.to_dict(), "causal": True})
+        super().__init__(config)
+
+
+class RobertaForSequenceClassification(_RobertaPreTrained):
+    def __init__(self, config: Config, num_labels: Optional[int] = None) -> None:
+        super().__init__()
+        num_labels = num_labels or config.num_labels or 2
+        if config.num_labels != num_labels:
+            config = Config(**{**config.to_dict(), "num_labels": num_labels})
+        self.config = config
+        self.num_labels = num_labels
+        self.roberta = RobertaModel(config)
+        self.classifier = ClassificationHead(config, num_labels)
+        self.init_weights()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Returns logits `[B, num_labels]`."""
+        hidden = self.roberta(input_ids, attention_mask, unpad=True)
+        return self.classifier(hidden)
+
+
+def model_class_for_state_dict(state_dict) -> str:
+    """Which head a litgpt state dict carries: "mlm", "classification" or "base"."""
+    if any(k.startswith("classifier.") for k in state_dict):
+        return "classification"
+    if any(k.startswith("lm_head.") for k in state_dict):
+        return "mlm"
+    return "base"

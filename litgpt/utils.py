@@ -1,0 +1,110 @@
+"""Small helpers shared by the commands: atomic writes, safe loads and user-facing errors."""
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, Union
+
+import torch
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line and exits with code 2, no traceback."""
+
+
+@contextmanager
+def atomic_path(path: Union[str, Path]) -> Iterator[Path]:
+    """Yields a temp path in the same folder; it is renamed onto `path` only if the block succeeds.
+
+    A crash at any moment leaves either the old file or the new one, never a half-written file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fp:
+            os.fsync(fp.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(path: Union[str, Path], text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def atomic_save_safetensors(state_dict: Dict[str, torch.Tensor], path: Union[str, Path], metadata=None) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous() for k, v in state_dict.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def safe_torch_load(path: Union[str, Path], map_location: Any = "cpu") -> Any:
+    """`torch.load` restricted to tensors and plain containers; pickled code is refused, never run."""
+    import pickle
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: file not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=False)
+    except pickle.UnpicklingError as ex:
+        first = str(ex).strip().splitlines()[0] if str(ex).strip() else ex.__class__.__name__
+        raise UsageError(f"{path}: refused to load, it holds more than tensors and plain data ({first})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as ex:
+        raise UsageError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt: {ex.__class__.__name__})") from None
+
+
+def load_state_dict_file(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
+    """Loads weights from `.safetensors` or a weights-only `.pth/.bin/.pt` file."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        if not path.is_file():
+            raise UsageError(f"{path}: file not found")
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as ex:
+            raise UsageError(f"{path}: not a readable safetensors file ({ex})") from None
+    state = safe_torch_load(path)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UsageError(f"{path}: expected a state dict of tensors")
+    return state
+
+
+def check_writable_dir(path: Union[str, Path], flag: str) -> Path:
+    """Fails early with one line when `path` cannot be used as an output folder."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path}: exists and is not a folder")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise UsageError(f"{flag} {path}: not writable")
+    return path
+
+
+def num_parameters(module: torch.nn.Module, requires_grad: bool = None) -> int:
+    return sum(p.numel() for p in module.parameters() if requires_grad is None or p.requires_grad == requires_grad)
