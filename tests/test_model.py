@@ -1,0 +1,263 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import ragged_batch, run_cli, tiny_hf_config
+
+from litgpt import Config
+from litgpt.model_roberta import (
+    RobertaForCausalLM,
+    RobertaForMaskedLM,
+    RobertaForSequenceClassification,
+    RobertaModel,
+)
+from litgpt.scripts.convert_hf_checkpoint import build_model, config_from_hf, hf_to_lit_state_dict, load_hf_checkpoint
+from litgpt.scripts.convert_lit_checkpoint import lit_to_hf_state_dict, save_hf_dir
+from litgpt.utils import UsageError
+
+transformers = pytest.importorskip("transformers")
+
+
+def to_lit(hf_model):
+    config = config_from_hf(hf_model.config.to_dict())
+    return config, hf_to_lit_state_dict(hf_model.state_dict(), config.n_layer)
+
+
+def real_positions(mask):
+    return mask.bool()
+
+
+def test_config_registry():
+    c = Config.from_name("roberta-base")
+    assert (c.n_layer, c.n_embd, c.n_head, c.intermediate_size) == (12, 768, 12, 3072)
+    assert (c.vocab_size, c.block_size, c.max_position_embeddings) == (50265, 512, 514)
+    assert (c.pad_token_id, c.bos_token_id, c.eos_token_id, c.mask_token_id) == (1, 0, 2, 50264)
+    assert c.norm_eps == 1e-5 and c.hidden_dropout == 0.1 and c.attention_dropout == 0.1 and c.hidden_act == "gelu"
+    assert Config.from_name("roberta-large").n_layer == 24
+    assert Config.from_name("distilroberta-base").n_layer == 6
+    with pytest.raises(ValueError, match="Known names: .*roberta-base"):
+        Config.from_name("gpt-17")
+
+
+def test_config_file_roundtrip(tmp_path):
+    c = Config.from_name("roberta-tiny", num_labels=3, id2label={0: "a", 1: "b", 2: "c"})
+    c.save(tmp_path / "model_config.yaml")
+    assert Config.from_file(tmp_path / "model_config.yaml") == c
+    assert Config.from_checkpoint(tmp_path) == c
+
+
+def test_roberta_base_instantiates():
+    with torch.device("meta"):
+        model = RobertaForMaskedLM(Config.from_name("roberta-base"))
+    n = sum(p.numel() for p in model.parameters())
+    assert 124_000_000 < n < 125_000_000  # roberta-base: 124.6M with the tied decoder
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_lm_logits_and_loss_match_hf(causal):
+    torch.manual_seed(0)
+    hf_cls = transformers.RobertaForCausalLM if causal else transformers.RobertaForMaskedLM
+    hf = hf_cls(tiny_hf_config(is_decoder=causal)).eval()
+    config, state = to_lit(hf)
+    ours = (RobertaForCausalLM if causal else RobertaForMaskedLM)(config).eval()
+    ours.load_state_dict(state)
+    ids, mask = ragged_batch()
+    with torch.no_grad():
+        expected = hf(input_ids=ids, attention_mask=mask).logits
+        actual = ours(ids, mask)
+    assert actual.shape == expected.shape
+    real = real_positions(mask)
+    assert (actual[real] - expected[real]).abs().max() < 1e-5
+    # pad positions too: the full-logits path computes them exactly like HF
+    assert (actual - expected).abs().max() < 1e-5
+
+    labels = ids.clone()
+    labels[mask == 0] = -100
+    if not causal:
+        g = torch.Generator().manual_seed(1)
+        labels[torch.rand(ids.shape, generator=g) > 0.3] = -100
+    with torch.no_grad():
+        hf_loss = hf(input_ids=ids, attention_mask=mask, labels=labels).loss
+        our_loss = ours(ids, mask, labels=labels)
+    assert abs(hf_loss.item() - our_loss.item()) < 1e-5
+
+
+def test_mlm_loss_path_never_builds_full_logits(monkeypatch):
+    config = Config.from_name("roberta-tiny")
+    model = RobertaForMaskedLM(config).eval()
+    ids, mask = ragged_batch(vocab_size=config.vocab_size)
+    labels = torch.full_like(ids, -100)
+    labels[0, 2], labels[2, 1] = ids[0, 2], ids[2, 1]
+    shapes = []
+    original = F.linear
+
+    def spy(x, w, b=None):
+        if w.shape[0] == config.padded_vocab_size:
+            shapes.append(tuple(x.shape))
+        return original(x, w, b)
+
+    monkeypatch.setattr(F, "linear", spy)
+    loss, correct, count = model(ids, mask, labels=labels, return_stats=True)
+    assert shapes == [(2, config.n_embd)]
+    assert count.item() == 2 and 0 <= correct.item() <= 2
+    full = model(ids, mask)
+    ref = F.cross_entropy(full[labels != -100], ids[labels != -100])
+    assert abs(loss.item() - ref.item()) < 1e-5
+
+
+def test_sequence_classification_matches_hf():
+    torch.manual_seed(0)
+    hf = transformers.RobertaForSequenceClassification(tiny_hf_config(num_labels=3)).eval()
+    config, state = to_lit(hf)
+    ours = RobertaForSequenceClassification(config, 3).eval()
+    ours.load_state_dict(state)
+    ids, mask = ragged_batch()
+    with torch.no_grad():
+        assert (ours(ids, mask) - hf(input_ids=ids, attention_mask=mask).logits).abs().max() < 1e-5
+
+
+def test_unpadded_training_path_matches_padded_path():
+    torch.manual_seed(0)
+    config = Config.from_name("roberta-tiny", hidden_dropout=0.0, attention_dropout=0.0)
+    model = RobertaModel(config)
+    ids, mask = ragged_batch(vocab_size=config.vocab_size)
+    padded = model(ids, mask)
+    unpadded = model(ids, mask, unpad=True)
+    assert (padded[mask.bool()] - unpadded[mask.bool()]).abs().max() < 1e-6
+    assert unpadded[~mask.bool()].abs().max() == 0
+
+
+def test_dropout_train_vs_eval():
+    config = Config.from_name("roberta-tiny")
+    model = RobertaForMaskedLM(config)
+    ids, mask = ragged_batch(vocab_size=config.vocab_size)
+    model.train()
+    a, b = model(ids, mask), model(ids, mask)
+    assert not torch.allclose(a, b)
+    model.eval()
+    assert torch.equal(model(ids, mask), model(ids, mask))
+
+
+def test_init_matches_hf_statistics():
+    torch.manual_seed(0)
+    model = RobertaForMaskedLM(Config.from_name("roberta-mini"))
+    assert model.roberta.wte.weight[1].abs().sum() == 0  # pad row
+    assert model.roberta.wpe.weight[1].abs().sum() == 0
+    assert abs(model.roberta.h[0].mlp.fc.weight.std().item() - 0.02) < 2e-3
+    assert model.lm_head.bias.abs().sum() == 0
+    assert model.roberta.h[0].norm_1.weight.eq(1).all()
+
+
+def test_roberta_base_width_parity():
+    torch.manual_seed(0)
+    hf = transformers.RobertaForMaskedLM(
+        tiny_hf_config(
+            vocab_size=50265, hidden_size=768, num_attention_heads=12, intermediate_size=3072,
+            num_hidden_layers=2, max_position_embeddings=514,
+        )
+    ).eval()
+    config, state = to_lit(hf)
+    ours = RobertaForMaskedLM(config).eval()
+    ours.load_state_dict(state)
+    ids, mask = ragged_batch(vocab_size=50265, lengths=(40, 25, 9))
+    with torch.no_grad():
+        diff = (ours(ids, mask) - hf(input_ids=ids, attention_mask=mask).logits).abs().max().item()
+    assert diff < 1e-4
+
+
+@pytest.mark.parametrize(
+    "hf_cls,kwargs",
+    [
+        ("RobertaForMaskedLM", {}),
+        ("RobertaForSequenceClassification", {"num_labels": 2, "id2label": {0: "neg", 1: "pos"}, "label2id": {"neg": 0, "pos": 1}}),
+        ("RobertaForCausalLM", {"is_decoder": True}),
+        ("RobertaModel", {}),
+    ],
+)
+def test_hf_roundtrip_through_cli(tmp_path, hf_cls, kwargs):
+    torch.manual_seed(0)
+    hf = getattr(transformers, hf_cls)(tiny_hf_config(**kwargs)).eval()
+    hf_dir = tmp_path / "hf"
+    hf.save_pretrained(hf_dir)
+    proc = run_cli("convert_to_litgpt", hf_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert (hf_dir / "lit_model.pth").is_file() and (hf_dir / "model_config.yaml").is_file()
+
+    config = Config.from_file(hf_dir / "model_config.yaml")
+    state = torch.load(hf_dir / "lit_model.pth", weights_only=True)
+    ours = build_model(config, state, "test").eval()
+    ids, mask = ragged_batch()
+    with torch.no_grad():
+        out = ours(ids, mask)
+        ref = hf(input_ids=ids, attention_mask=mask)
+    expected = ref.last_hidden_state if hf_cls == "RobertaModel" else ref.logits
+    assert (out - expected).abs().max() < 1e-5
+
+    back = tmp_path / "back"
+    proc = run_cli("convert_from_litgpt", hf_dir, back)
+    assert proc.returncode == 0, proc.stderr
+    assert (back / "model.safetensors").is_file()
+    reloaded = getattr(transformers, hf_cls).from_pretrained(back).eval()
+    original = hf.state_dict()
+    roundtrip = reloaded.state_dict()
+    if hf_cls == "RobertaModel":  # our base model carries no pooler; HF re-initialises it
+        original = {k: v for k, v in original.items() if not k.startswith("pooler.")}
+        roundtrip = {k: v for k, v in roundtrip.items() if not k.startswith("pooler.")}
+    assert original.keys() == roundtrip.keys()
+    for key in original:
+        assert torch.equal(original[key], roundtrip[key]), key
+    if hf_cls == "RobertaForSequenceClassification":
+        assert reloaded.config.id2label == {0: "neg", 1: "pos"}
+
+
+def test_legacy_position_ids_and_pytorch_bin(tmp_path):
+    torch.manual_seed(0)
+    hf = transformers.RobertaForMaskedLM(tiny_hf_config())
+    state = dict(hf.state_dict())
+    state["roberta.embeddings.position_ids"] = torch.arange(66)[None]
+    tmp_path.mkdir(exist_ok=True)
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    hf.config.save_pretrained(tmp_path)
+    config, lit = load_hf_checkpoint(tmp_path)
+    assert "roberta.h.0.attn.qkv.weight" in lit and config.block_size == 64
+
+
+def test_from_litgpt_pytorch_bin(tmp_path):
+    config = Config.from_name("roberta-tiny")
+    model = RobertaForSequenceClassification(config, 4)
+    save_hf_dir(model.state_dict(), model.config, tmp_path, safetensors=False, pytorch_bin=True)
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    model.eval()
+    ids, mask = ragged_batch(vocab_size=config.vocab_size)
+    with torch.no_grad():
+        assert (hf(input_ids=ids, attention_mask=mask).logits - model(ids, mask)).abs().max() < 1e-5
+
+
+def test_bad_checkpoints(tmp_path):
+    # not RoBERTa
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+    with pytest.raises(UsageError, match="expected a RoBERTa checkpoint"):
+        load_hf_checkpoint(bert)
+    # missing weights
+    empty = tmp_path / "noweights"
+    tiny_hf_config().save_pretrained(empty)
+    with pytest.raises(UsageError, match="no weights found"):
+        load_hf_checkpoint(empty)
+    # shapes that do not fit the config
+    hf = transformers.RobertaForMaskedLM(tiny_hf_config())
+    bad = tmp_path / "bad"
+    hf.save_pretrained(bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["hidden_size"] = 64
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UsageError, match="shape"):
+        load_hf_checkpoint(bad)
+    # the CLI turns each into one line and exit code 2
+    proc = run_cli("convert_to_litgpt", bert)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (bert / "lit_model.pth").exists()
