@@ -25,12 +25,54 @@ def _load(target: str) -> Callable:
     return getattr(importlib.import_module(module), name)
 
 
-def run_command(fn: Callable, args: List[str], prog: str) -> None:
+def normalize_argv(fn: Callable, args: List[str]) -> List[str]:
+    """Makes two common shell habits work with jsonargparse:
+
+    - a bare boolean flag (`--json`, `--use_agnews`) means `--json true`;
+    - a list-of-strings flag may be repeated (`--text a --text b`); its values are passed as one JSON list, so each
+      text stays a string even when it looks like YAML (`--text "Note: <mask>"`).
+    """
+    import json
+    import typing
+
+    hints = typing.get_type_hints(fn)
+    bools = {f"--{n}" for n, t in hints.items() if t is bool or t == Optional[bool]}
+    lists = {f"--{n}" for n, t in hints.items() if t in (List[str], Optional[List[str]])}
+    out: List[str] = []
+    collected: dict = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        flag, eq, value = arg.partition("=")
+        if flag in lists:
+            if not eq:
+                if i + 1 >= len(args):
+                    out.append(arg)  # let jsonargparse report the missing value
+                    i += 1
+                    continue
+                value = args[i + 1]
+                i += 1
+            if flag not in collected:
+                collected[flag] = []
+                out.extend([flag, None])  # placeholder, filled in below
+            collected[flag].append(value)
+        elif arg in bools and (i + 1 == len(args) or args[i + 1].startswith("--")):
+            out.extend([arg, "true"])
+        else:
+            out.append(arg)
+        i += 1
+    for flag, values in collected.items():
+        out[out.index(flag) + 1] = json.dumps(values)
+    return out
+
+
+def run_command(fn: Callable, args: Optional[List[str]], prog: str) -> None:
     """Runs `fn` through jsonargparse; a `UsageError` or a bad flag ends with one line on stderr and exit code 2."""
     from jsonargparse import CLI
 
     from litgpt.utils import UsageError
 
+    args = normalize_argv(fn, sys.argv[1:] if args is None else args)
     try:
         CLI(fn, args=args, as_positional=True, prog=prog)
     except UsageError as ex:
@@ -50,7 +92,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     if command not in COMMANDS:
         print(f"error: unknown subcommand {command!r}; expected one of: {', '.join(COMMANDS)}", file=sys.stderr)
         sys.exit(2)
-    if rest == ["list"] and command in ("pretrain", "finetune", "download"):
+    # `litgpt download list` is handled by download_from_hub: it prints the HuggingFace repo ids
+    if rest == ["list"] and command in ("pretrain", "finetune"):
         from litgpt.config import name_to_config
 
         print("\n".join(sorted(name_to_config)))

@@ -113,6 +113,17 @@ configs: List[Dict[str, Any]] = [
     # small configs for CPU demos and tests; they keep RoBERTa's special ids and shrink the rest
     dict(name="roberta-small", n_layer=4, n_embd=256, n_head=4, intermediate_size=1024, block_size=128),
     dict(name="roberta-mini", n_layer=2, n_embd=128, n_head=2, intermediate_size=512, block_size=128),
+    # the CPU demo: a 4096-token vocabulary trained on the demo text keeps the softmax cheap
+    dict(
+        name="roberta-demo",
+        vocab_size=4096,
+        mask_token_id=4095,
+        n_layer=4,
+        n_embd=256,
+        n_head=4,
+        intermediate_size=1024,
+        block_size=128,
+    ),
     dict(
         name="roberta-tiny",
         vocab_size=1000,

@@ -238,9 +238,11 @@ def main(fabric, config: Config, data: DataModule, out_dir: Path, tokenizer_dir:
     with fabric.init_module(empty_init=False):
         model = RobertaForMaskedLM(config)
     if initial is not None:
-        model.load_state_dict({k: v for k, v in initial.state_dict.items() if k.startswith(("roberta.", "lm_head."))}
-                              if any(k.startswith("lm_head.") for k in initial.state_dict)
-                              else {**initial.state_dict, **{k: v for k, v in model.state_dict().items() if k.startswith("lm_head.")}})
+        # the encoder always comes from the checkpoint; the LM head too when it has one
+        encoder = {k: v for k, v in initial.state_dict.items() if k.startswith(("roberta.", "lm_head."))}
+        missing, _ = model.load_state_dict(encoder, strict=False)
+        if any(not k.startswith("lm_head.") for k in missing):
+            raise UsageError(f"{initial_checkpoint_dir}: checkpoint lacks encoder weights {missing[:3]}")
     fabric.print(f"Model {config.name}: {sum(p.numel() for p in model.parameters()):,} parameters, "
                  f"objective {train.objective}, precision {fabric._connector._precision_input}")
     if compile:
@@ -252,14 +254,15 @@ def main(fabric, config: Config, data: DataModule, out_dir: Path, tokenizer_dir:
     if accumulation * train.micro_batch_size * world != train.global_batch_size:
         raise UsageError(f"--train.global_batch_size {train.global_batch_size} is not a multiple of micro_batch_size"
                          f" x devices ({train.micro_batch_size} x {world})")
-    scheduler = make_scheduler(optimizer, train)
+    if train.max_steps is not None and train.lr_warmup_steps >= train.max_steps:
+        fabric.print(f"Warning: --train.lr_warmup_steps {train.lr_warmup_steps} >= --train.max_steps {train.max_steps};"
+                     " the learning rate never reaches its peak")
 
     state = {"step": 0, "tokens": 0, "epoch": 0, "best_val_loss": math.inf}
     if resume_state is not None:
         model_raw = unwrap(model)
         model_raw.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
         state.update({k: resume_state[k] for k in state if k in resume_state})
         data.load_state_dict(resume_state["data"])
         restore_rng(resume_state["rng"])
@@ -269,7 +272,7 @@ def main(fabric, config: Config, data: DataModule, out_dir: Path, tokenizer_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "hyperparameters.yaml", yaml.safe_dump(hparams, sort_keys=False))
         tokenizer.save(out_dir, model_max_length=config.block_size)
-    fit(fabric, model, optimizer, scheduler, data, train_loader, val_loader, train, eval, state, accumulation,
+    fit(fabric, model, optimizer, data, train_loader, val_loader, train, eval, state, accumulation,
         out_dir, config, tokenizer, hparams)
 
 
@@ -355,23 +358,27 @@ def make_optimizer(model, train: TrainArgs, device) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=train.learning_rate, betas=(train.beta1, train.beta2), eps=train.adam_eps, **kwargs)
 
 
-def lr_factor(step: int, train: TrainArgs, total_steps: Optional[int]) -> float:
-    """Multiplier of the peak LR after `step` optimizer steps: linear warmup, then linear/cosine decay to min_lr."""
+def learning_rate(step: int, tokens: int, train: TrainArgs) -> float:
+    """LR for optimizer step `step` (0-based): linear warmup, then linear (or cosine) decay to min_lr.
+
+    The decay follows whichever budget is closer to running out, steps or tokens, so a run bounded by
+    `max_tokens` alone still decays to min_lr at its end. It depends only on (step, tokens), which the
+    checkpoint stores, so a resumed run follows the same schedule.
+    """
     warmup = max(train.lr_warmup_steps, 0)
     if warmup and step < warmup:
-        return (step + 1) / warmup
-    if train.lr_schedule == "constant" or not total_steps or total_steps <= warmup:
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-    floor = train.min_lr / train.learning_rate
+        return train.learning_rate * (step + 1) / warmup
+    if train.lr_schedule == "constant":
+        return train.learning_rate
+    progress = 0.0
+    if train.max_steps:
+        progress = max(progress, (step - warmup) / max(1, train.max_steps - warmup))
+    if train.max_tokens:
+        progress = max(progress, tokens / train.max_tokens)
+    progress = min(1.0, progress)
     if train.lr_schedule == "cosine":
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-    return floor + (1 - floor) * (1 - progress)
-
-
-def make_scheduler(optimizer, train: TrainArgs):
-    total = train.max_steps
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, train, total))
+        return train.min_lr + (train.learning_rate - train.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+    return train.min_lr + (train.learning_rate - train.min_lr) * (1 - progress)
 
 
 def capture_rng() -> Dict[str, Any]:
@@ -404,7 +411,7 @@ class StopRequested:
         self.requested = True
 
 
-def fit(fabric, model, optimizer, scheduler, data, train_loader, val_loader, train: TrainArgs, eval: EvalArgs,
+def fit(fabric, model, optimizer, data, train_loader, val_loader, train: TrainArgs, eval: EvalArgs,
         state: Dict[str, Any], accumulation: int, out_dir: Path, config: Config, tokenizer, hparams) -> None:
     stop = StopRequested()
     if eval.initial_validation and state["step"] == 0:
@@ -444,9 +451,11 @@ def fit(fabric, model, optimizer, scheduler, data, train_loader, val_loader, tra
             window["count"] += count
         if train.max_norm:
             fabric.clip_gradients(model, optimizer, max_norm=train.max_norm, error_if_nonfinite=False)
+        lr = learning_rate(state["step"], state["tokens"], train)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
         if fabric.world_size > 1:
             step_tokens = int(fabric.all_reduce(torch.tensor(step_tokens), reduce_op="sum"))
         state["step"] += 1
@@ -457,7 +466,7 @@ def fit(fabric, model, optimizer, scheduler, data, train_loader, val_loader, tra
         window["data_time"] += data_time
 
         if state["step"] % train.log_interval == 0 or done(state, train):
-            log_progress(fabric, state, window, train, optimizer, scheduler, flops_per_token, peak_flops,
+            log_progress(fabric, state, window, train, optimizer, flops_per_token, peak_flops,
                          t_start, tokens_at_start)
         is_last = done(state, train)
         if state["step"] % eval.interval == 0 or (is_last and eval.final_validation):
@@ -468,9 +477,9 @@ def fit(fabric, model, optimizer, scheduler, data, train_loader, val_loader, tra
                          f" | val acc {last_val['accuracy']:.3f}")
             if last_val["loss"] < state["best_val_loss"]:
                 state["best_val_loss"] = last_val["loss"]
-                save_state(fabric, out_dir / "best.pt", model, optimizer, scheduler, data, state, config)
+                save_state(fabric, out_dir / "best.pt", model, optimizer, data, state, config)
         if (train.save_interval and state["step"] % train.save_interval == 0) or is_last or stop.requested:
-            save_state(fabric, out_dir / f"iter-{state['step']:06d}.pt", model, optimizer, scheduler, data, state, config)
+            save_state(fabric, out_dir / f"iter-{state['step']:06d}.pt", model, optimizer, data, state, config)
         if stop.requested and not is_last:
             fabric.print(f"SIGTERM: saved iter-{state['step']:06d}.pt; resume with --resume auto")
             for logger in fabric.loggers:
@@ -489,7 +498,7 @@ def done(state: Dict[str, Any], train: TrainArgs) -> bool:
     return train.max_tokens is not None and state["tokens"] >= train.max_tokens
 
 
-def log_progress(fabric, state, window, train: TrainArgs, optimizer, scheduler, flops_per_token, peak_flops,
+def log_progress(fabric, state, window, train: TrainArgs, optimizer, flops_per_token, peak_flops,
                  t_start, tokens_at_start) -> None:
     steps = window["steps"]
     loss = (window["loss"] / steps).item()  # one sync per log interval, not per step
@@ -537,9 +546,9 @@ def validate(fabric, model, val_loader, eval: EvalArgs) -> Dict[str, float]:
     return {"loss": loss, "accuracy": correct / max(count, 1), "ppl": math.exp(min(loss, 50))}
 
 
-def save_state(fabric, path: Path, model, optimizer, scheduler, data, state, config: Config) -> None:
+def save_state(fabric, path: Path, model, optimizer, data, state, config: Config) -> None:
     """The full training state, written to a temp file and renamed, so a crash never leaves a half-written one."""
-    payload = {"model": model, "optimizer": optimizer, "scheduler": scheduler.state_dict(), "data": data.state_dict(),
+    payload = {"model": model, "optimizer": optimizer, "data": data.state_dict(),
                "rng": capture_rng(), "model_config": asdict(config), **state}
     tmp = path.with_name(f".{path.name}.tmp")
     fabric.save(tmp, payload)

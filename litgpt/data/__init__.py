@@ -1,0 +1,8 @@
+"""Data modules for pretraining: `TestData` (a small line-per-example file) and `TextFiles` (a streamed corpus)."""
+
+from litgpt.data.base import DataModule
+from litgpt.data.mlm import MLMCollator, MLMMasker, mask_tokens
+from litgpt.data.test_data import TestData, TestMLMDataset
+from litgpt.data.text_files import TextFiles
+
+__all__ = ["DataModule", "MLMCollator", "MLMMasker", "mask_tokens", "TestData", "TestMLMDataset", "TextFiles"]

@@ -1,0 +1,287 @@
+"""Side-by-side speed of litgpt's RoBERTa and HuggingFace transformers' on the same work.
+
+Both models get identical weights (through our converter) and identical batches. The two are alternated
+round by round in one process and the medians are reported, with the ratio ours/HF. Peak memory is measured
+per (case, implementation) in a fresh subprocess, so one model's allocations never count against the other.
+
+    python benchmarks/compare_hf.py                       # all cases, roberta-base dimensions, fp32 CPU
+    python benchmarks/compare_hf.py --quick --layers 2    # a short smoke run
+    python benchmarks/compare_hf.py --device cuda --precision bf16-mixed --cases A --shapes 4x512,32x512
+
+Cases:
+    A  MLM training step (forward, backward, AdamW step), batch 4 x 128, 15% masked
+    B  the same at 1 x 512
+    C  a ragged batch: 16 sequences with lengths drawn from 16..256, padded to the longest as HF's collator does
+    D  classification inference, 32 x 128
+    E  fill-mask inference, 32 x 128, one <mask> per sequence
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from litgpt.model_roberta import RobertaForMaskedLM, RobertaForSequenceClassification  # noqa: E402
+from litgpt.scripts.convert_hf_checkpoint import config_from_hf, hf_to_lit_state_dict  # noqa: E402
+
+VOCAB = 50265
+MASK_ID = 50264
+PAD_ID = 1
+CASES = {
+    "A": dict(kind="train", batch=4, seq=128, ragged=False),
+    "B": dict(kind="train", batch=1, seq=512, ragged=False),
+    "C": dict(kind="train", batch=16, seq=256, ragged=True),
+    "D": dict(kind="classify", batch=32, seq=128, ragged=False),
+    "E": dict(kind="fill_mask", batch=32, seq=128, ragged=False),
+}
+
+
+def hf_config(layers: int):
+    from transformers import RobertaConfig
+
+    return RobertaConfig(vocab_size=VOCAB, hidden_size=768, num_hidden_layers=layers, num_attention_heads=12,
+                         intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5,
+                         pad_token_id=PAD_ID, bos_token_id=0, eos_token_id=2)
+
+
+def build(impl: str, kind: str, layers: int, device: str):
+    """The HF model (seeded) and ours converted from the very same weights."""
+    import transformers
+
+    torch.manual_seed(0)
+    cls = transformers.RobertaForSequenceClassification if kind == "classify" else transformers.RobertaForMaskedLM
+    cfg = hf_config(layers)
+    if kind == "classify":
+        cfg.num_labels = 2
+    hf = cls(cfg)
+    if impl == "hf":
+        return hf.to(device)
+    config = config_from_hf(hf.config.to_dict())
+    state = hf_to_lit_state_dict(hf.state_dict(), config.n_layer)
+    ours = RobertaForSequenceClassification(config, 2) if kind == "classify" else RobertaForMaskedLM(config)
+    ours.load_state_dict(state)
+    return ours.to(device)
+
+
+def build_single(impl: str, kind: str, layers: int, device: str):
+    """One randomly initialised model, no second copy: the memory probe must see only its own allocations."""
+    import transformers
+
+    cfg = hf_config(layers)
+    if kind == "classify":
+        cfg.num_labels = 2
+    if impl == "hf":
+        cls = transformers.RobertaForSequenceClassification if kind == "classify" else transformers.RobertaForMaskedLM
+        return cls(cfg).to(device)
+    config = config_from_hf(cfg.to_dict())
+    return (RobertaForSequenceClassification(config, 2) if kind == "classify" else RobertaForMaskedLM(config)).to(device)
+
+
+def make_batch(case: dict, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    B, T = case["batch"], case["seq"]
+    if case["ragged"]:
+        lengths = torch.randint(16, T + 1, (B,), generator=g)
+        T = int(lengths.max())
+    else:
+        lengths = torch.full((B,), T)
+    ids = torch.full((B, T), PAD_ID, dtype=torch.long)
+    mask = torch.zeros(B, T, dtype=torch.long)
+    for i, n in enumerate(lengths.tolist()):
+        ids[i, :n] = torch.randint(4, VOCAB - 1, (n,), generator=g)
+        ids[i, 0], ids[i, n - 1] = 0, 2
+        mask[i, :n] = 1
+    labels = torch.full_like(ids, -100)
+    if case["kind"] == "train":
+        selected = (torch.rand(ids.shape, generator=g) < 0.15) & mask.bool()
+        selected[:, 0] = False
+        labels[selected] = ids[selected]
+        ids = ids.masked_fill(selected, MASK_ID)
+    elif case["kind"] == "fill_mask":
+        pos = torch.randint(1, T - 1, (B,), generator=g)
+        ids[torch.arange(B), pos] = MASK_ID
+    return ids, mask, labels, int(mask.sum())
+
+
+def make_step(impl: str, model, case: dict, batch, device: str, precision: str):
+    ids, mask, labels, _ = (t.to(device) if torch.is_tensor(t) else t for t in batch)
+    autocast = (torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
+                if precision == "bf16-mixed" else nullcontext())
+    kind = case["kind"]
+    if kind == "train":
+        model.train()
+        # ours: AdamW's foreach path; HF: torch's AdamW as HF's Trainer uses it on this device ("adamw_torch")
+        kwargs = {"foreach": True} if impl == "ours" else {}
+        if device.startswith("cuda"):
+            kwargs = {"fused": True}
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01,
+                                      **kwargs)
+
+        def step():
+            with autocast:
+                if impl == "ours":
+                    loss = model(ids, mask, labels=labels)
+                else:
+                    loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return step
+
+    model.eval()
+    if kind == "classify":
+        def step():
+            with torch.inference_mode(), autocast:
+                return model(ids, mask) if impl == "ours" else model(input_ids=ids, attention_mask=mask).logits
+        return step
+
+    def step():  # fill-mask: scores at the <mask> positions
+        with torch.inference_mode(), autocast:
+            where = ids == MASK_ID
+            if impl == "ours":
+                hidden = model.roberta(ids, mask)
+                logits = model.lm_head(hidden[where], model.roberta.wte.weight)
+            else:
+                logits = model(input_ids=ids, attention_mask=mask).logits[where]
+            return logits.float().softmax(-1).topk(5)
+    return step
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_case(name: str, args) -> dict:
+    """Alternates ours and HF for `rounds` rounds; each round times `iters` steps after the warmup."""
+    case = CASES[name]
+    batch = make_batch(case)
+    steps = {}
+    for impl in ("ours", "hf"):
+        model = build(impl, case["kind"], args.layers, args.device)
+        if args.compile and impl == "ours":
+            model = torch.compile(model)
+        steps[impl] = make_step(impl, model, case, batch, args.device, args.precision)
+        for _ in range(args.warmup):
+            steps[impl]()
+        sync(args.device)
+    times = {"ours": [], "hf": []}
+    for r in range(args.rounds):
+        order = ("ours", "hf") if r % 2 == 0 else ("hf", "ours")
+        for impl in order:
+            sync(args.device)
+            t0 = time.perf_counter()
+            for _ in range(args.iters):
+                steps[impl]()
+            sync(args.device)
+            times[impl].append((time.perf_counter() - t0) / args.iters)
+    tokens = batch[3]
+    result = {"case": name, "batch": f"{case['batch']}x{case['seq']}" + (" ragged" if case["ragged"] else ""),
+              "real_tokens": tokens}
+    for impl in ("ours", "hf"):
+        med = statistics.median(times[impl])
+        result[f"{impl}_s_per_step"] = med
+        result[f"{impl}_tokens_per_s"] = tokens / med
+    result["ratio"] = result["hf_s_per_step"] / result["ours_s_per_step"]
+    return result
+
+
+def peak_memory(name: str, impl: str, args) -> float:
+    """Peak memory in MiB of one (case, impl) in a fresh process, above what the model itself holds: the CUDA
+    allocator's peak, or on CPU the growth of the peak RSS over the RSS before the first step."""
+    cmd = [sys.executable, __file__, "--memory-probe", f"{name}:{impl}", "--layers", str(args.layers),
+           "--device", args.device, "--precision", args.precision]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ})
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def memory_probe(spec: str, args) -> None:
+    import resource
+
+    name, impl = spec.split(":")
+    case = CASES[name]
+    batch = make_batch(case)
+    model = build_single(impl, case["kind"], args.layers, args.device)
+    step = make_step(impl, model, case, batch, args.device, args.precision)
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+        print((torch.cuda.max_memory_allocated() - base) / 2**20)
+        return
+    import gc
+
+    gc.collect()
+    page = os.sysconf("SC_PAGE_SIZE")
+    with open("/proc/self/statm") as fp:
+        rss_now = int(fp.read().split()[1]) * page
+    for _ in range(3):
+        step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(max(peak - rss_now, 0) / 2**20)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default="A,B,C,D,E", help="comma-separated subset of A,B,C,D,E")
+    parser.add_argument("--layers", type=int, default=12, help="encoder layers (roberta-base has 12)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; the median is reported")
+    parser.add_argument("--iters", type=int, default=3, help="steps timed per round")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 1 step, 1 warmup step")
+    parser.add_argument("--compile", action="store_true", help="torch.compile our model")
+    parser.add_argument("--shapes", default="", help="override case A's shape list, e.g. 4x512,32x512 (GPU runs)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-process peak-memory measurement")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.iters, args.warmup = 3, 1, 1
+    if args.memory_probe:
+        memory_probe(args.memory_probe, args)
+        return
+    torch.set_grad_enabled(True)
+
+    names = [c.strip() for c in args.cases.split(",") if c.strip()]
+    if args.shapes:
+        for i, shape in enumerate(args.shapes.split(",")):
+            b, t = map(int, shape.lower().split("x"))
+            CASES[f"A{i + 1}"] = dict(kind="train", batch=b, seq=t, ragged=False)
+        names = [n for n in names if n != "A"] + [f"A{i + 1}" for i in range(len(args.shapes.split(",")))]
+    print(f"# device={args.device} precision={args.precision} layers={args.layers} threads={torch.get_num_threads()}"
+          f" torch={torch.__version__} compile={args.compile}", flush=True)
+    results = []
+    for name in names:
+        res = time_case(name, args)
+        if not args.no_memory:
+            res["ours_peak_mib"] = peak_memory(name, "ours", args)
+            res["hf_peak_mib"] = peak_memory(name, "hf", args)
+        results.append(res)
+        print(json.dumps(res), flush=True)
+
+    print()
+    print(f"| case | batch | ours tok/s | HF tok/s | ours/HF | ours peak MiB | HF peak MiB |")
+    print(f"|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['case']} | {r['batch']} | {r['ours_tokens_per_s']:,.0f} | {r['hf_tokens_per_s']:,.0f} | "
+              f"{r['ratio']:.2f}x | {r.get('ours_peak_mib', float('nan')):,.0f} | {r.get('hf_peak_mib', float('nan')):,.0f} |")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

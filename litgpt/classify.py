@@ -1,0 +1,55 @@
+"""`litgpt classify`: label texts with a finetuned sequence classifier."""
+
+import json as jsonlib
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from litgpt.utils import UsageError
+
+
+def main(
+    output_dir: str,
+    text: Optional[List[str]] = None,
+    file: Optional[Path] = None,
+    json: bool = False,
+    device: Optional[str] = None,
+    batch_size: int = 32,
+) -> None:
+    """Classify texts with a finetuned RoBERTa classifier.
+
+    Args:
+        output_dir: A finetuning output_dir (HuggingFace files), or any checkpoint with a classification head.
+        text: A text to classify; repeat the flag for several.
+        file: A UTF-8 file with one text per line (blank lines are skipped); read after the --text values.
+        json: Print one JSON document on stdout: a list with one `{"text", "label", "label_id", "probabilities"}`
+            per text, the probabilities ordered by label id.
+        device: `cpu`, `cuda` or `cuda:N`; default: the GPU if there is one.
+        batch_size: Texts per forward pass.
+    """
+    from litgpt.api import Classifier
+    texts = list(text or []) + (read_lines(Path(file)) if file is not None else [])
+    if not texts:
+        raise UsageError('no input: pass --text "..." (repeatable) or --file texts.txt')
+    classifier = Classifier.load(output_dir, device=device, batch_size=batch_size)
+    predictions = classifier.predict(texts)
+    if json:
+        print(jsonlib.dumps(predictions, ensure_ascii=False))
+        return
+    print(f"{classifier.source} on {classifier.device}", file=sys.stderr)
+    labels = classifier.labels
+    for p in predictions:
+        probs = ", ".join(f"{name} {prob:.4f}" for name, prob in zip(labels, p["probabilities"]))
+        print(f"{p['label']}\t({probs})\t{p['text']}")
+
+
+def read_lines(path: Path) -> List[str]:
+    if not path.is_file():
+        raise UsageError(f"--file {path}: file not found")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as ex:
+        raise UsageError(f"--file {path}: not UTF-8 text (byte {ex.start})") from None
+    except OSError as ex:
+        raise UsageError(f"--file {path}: cannot read it ({ex.strerror})") from None
+    return [line for line in lines if line.strip()]

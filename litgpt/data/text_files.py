@@ -1,0 +1,372 @@
+"""A folder of `.txt` / `.jsonl` text for real pretraining: tokenized once in parallel with `litdata.optimize` into
+a cache, then streamed with `litdata.StreamingDataset` / `StreamingDataLoader`.
+
+- `mode="packed"` (RoBERTa's FULL-SENTENCES): every document becomes `<s> ... </s>`; the documents are concatenated
+  and cut into `max_seq_length` blocks, which cross document boundaries and need no padding. A `.txt` document is a
+  run of non-blank lines (blank lines separate documents, as in fairseq); a `.jsonl` record's `text` is one.
+- `mode="lines"`: one sequence per non-blank line (or record), `<s> line </s>` cut to `max_seq_length`, padded per batch.
+
+Validation is `val_data_path` when given, else the documents (lines) whose hash of (file, byte offset) falls under
+`val_fraction` (the split does not depend on the seed). The cache is keyed on the files (path, size, mtime), the
+tokenizer, the mode and the split; a matching cache is reused, anything else is rebuilt. Files are read in slices,
+long documents are tokenized in pieces cut where tokenization is unaffected, and lines-mode lines are cut to
+`32 * max_seq_length` characters before tokenizing, so a huge single line never has to fit in memory.
+Resuming: the loader's position is litdata's `StreamingDataLoader.state_dict()`; masks come from
+(seed, epoch, block index), so a restored loader continues with exactly the batches an uninterrupted run would see.
+DDP: litdata gives every rank its own shard (it reads the world from `torch.distributed`).
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Literal, Optional, Tuple
+
+os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # no PyPI request on every dataset
+
+import numpy as np
+import torch
+from litdata import StreamingDataLoader, StreamingDataset, TokensLoader
+
+from litgpt.data.base import DataModule, FileScan, find_text_files, iter_units, scan_text_file, split_for_tokenizer
+from litgpt.data.mlm import MLMCollator, derive_seed
+from litgpt.utils import UsageError, atomic_write_text
+
+CACHE_VERSION = 1
+MARKER = ".litgpt_text_files"
+# tokenization batches and pieces of long documents, in characters
+BATCH_CHARS = 1 << 18
+PIECE_CHARS = 1 << 20
+# packed-mode chunk size, in tokens (each chunk drops its last partial block)
+CHUNK_TOKENS = 1 << 22
+LINE_CHARS_PER_TOKEN = 32
+VAL_EPOCH = -1
+
+
+def in_val(key: str, offset: int, fraction: float) -> bool:
+    """Whether the unit starting at byte `offset` of file `key` belongs to the validation split."""
+    return derive_seed(zlib.crc32(key.encode("utf-8")), offset) < fraction * (1 << 63)
+
+
+class _Tokenize:
+    """The function `litdata.optimize` runs in each worker: one byte range of one file -> arrays of token ids."""
+
+    def __init__(self, tokenizer: Any, tasks: List[Tuple[str, str, int, int, int]], mode: str, block_size: int,
+                 errors: str, split: Optional[Tuple[str, float]]) -> None:
+        self.tokenizer = tokenizer
+        self.tasks = tasks
+        self.mode = mode
+        self.block_size = block_size
+        self.errors = errors
+        self.split = split
+        self.dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
+
+    def _units(self, task_index: int) -> Iterator[Tuple[str, bool, bool]]:
+        """(text, first piece of its unit, last piece of its unit) for the selected units of the task."""
+        path, key, start, end, first_line = self.tasks[task_index]
+        max_chars = self.block_size * LINE_CHARS_PER_TOKEN if self.mode == "lines" else None
+        unit = "doc" if self.mode == "packed" else "line"
+        last_offset, keep, first = -1, True, True
+        for offset, _, piece, last in iter_units(path, unit=unit, errors=self.errors, start=start, end=end,
+                                                 first_line=first_line, max_chars=max_chars):
+            if offset != last_offset:
+                last_offset, first = offset, True
+                keep = self.split is None or in_val(key, offset, self.split[1]) == (self.split[0] == "val")
+            if keep:
+                yield piece, first, last
+                first = False
+
+    def __call__(self, task_index: int) -> Iterator[np.ndarray]:
+        if self.mode == "lines":
+            yield from self._lines(task_index)
+        else:
+            yield from self._packed(task_index)
+
+    def _lines(self, task_index: int) -> Iterator[np.ndarray]:
+        texts: List[str] = []
+        buf, chars = "", 0
+        for piece, _, last in self._units(task_index):
+            buf += piece
+            if last:
+                texts.append(buf)
+                chars += len(buf)
+                buf = ""
+                if chars >= BATCH_CHARS:
+                    yield from self._encode_lines(texts)
+                    texts, chars = [], 0
+        if texts:
+            yield from self._encode_lines(texts)
+
+    def _encode_lines(self, texts: List[str]) -> Iterator[np.ndarray]:
+        for ids in self.tokenizer.encode_batch(texts, max_length=self.block_size):
+            yield np.asarray(ids, dtype=self.dtype)
+
+    def _packed(self, task_index: int) -> Iterator[np.ndarray]:
+        segments: List[Tuple[str, bool, bool]] = []  # (text, starts a document, ends a document)
+        buf, starts, chars = "", True, 0
+        for piece, first, last in self._units(task_index):
+            if first:
+                buf, starts = "", True
+            buf += piece
+            while len(buf) > PIECE_CHARS:
+                head, buf = split_for_tokenizer(buf, PIECE_CHARS)
+                segments.append((head, starts, False))
+                chars += len(head)
+                starts = False
+            if last:
+                segments.append((buf, starts, True))
+                chars += len(buf)
+                buf = ""
+            if chars >= BATCH_CHARS:
+                yield self._encode_segments(segments)
+                segments, chars = [], 0
+        if segments:
+            yield self._encode_segments(segments)
+
+    def _encode_segments(self, segments: List[Tuple[str, bool, bool]]) -> np.ndarray:
+        tok = self.tokenizer
+        encoded = tok.encode_batch([s[0] for s in segments], add_special_tokens=False)
+        out: List[int] = []
+        for (_, starts, ends), ids in zip(segments, encoded):
+            if starts:
+                out.append(tok.bos_id)
+            out.extend(ids)
+            if ends:
+                out.append(tok.eos_id)
+        return np.asarray(out, dtype=self.dtype)
+
+
+class _IndexedStreamingDataset(StreamingDataset):
+    """Items as `{"input_ids", "index", "epoch"}` so the collator can mask from (seed, epoch, index)."""
+
+    fixed_epoch: Optional[int] = None
+
+    def __getitem__(self, index: Any) -> Dict[str, Any]:
+        item = super().__getitem__(index)
+        ids = torch.as_tensor(np.asarray(item).astype(np.int64))
+        epoch = self.fixed_epoch if self.fixed_epoch is not None else int(self.current_epoch)
+        return {"input_ids": ids, "index": int(getattr(index, "index", index)), "epoch": epoch}
+
+
+def _start_method() -> str:
+    # fork starts workers in milliseconds; spawn when CUDA is live in this process (fork would break it)
+    if sys.platform.startswith("linux") and not torch.cuda.is_initialized():
+        return "fork"
+    return "spawn"
+
+
+@dataclass
+class TextFiles(DataModule):
+    """Pretraining text from a folder of `.txt` (blank lines separate documents) and `.jsonl` (`text` field) files,
+    tokenized once into a litdata cache and streamed.
+
+    Args:
+        train_data_path: A folder (searched recursively) or a single .txt/.jsonl file of training text.
+        val_data_path: Held-out validation text (folder or file); without it `val_fraction` of the documents is held out.
+        val_fraction: Fraction of documents (lines in lines mode) held out for validation when there is no val_data_path.
+        cache_dir: Where the tokenized data goes (default ~/.cache/litgpt/text_files/<hash>); reused when it matches.
+        num_workers: Worker processes for tokenizing and for streaming. Resume with the same number.
+        mode: packed: documents concatenated and cut into full blocks; lines: one padded sequence per line.
+        seed: Seed for shuffling and masking.
+        errors: Invalid UTF-8: strict stops with the file and line; replace substitutes U+FFFD.
+    """
+
+    train_data_path: Path
+    val_data_path: Optional[Path] = None
+    val_fraction: float = 0.01
+    cache_dir: Optional[Path] = None
+    num_workers: int = 4
+    mode: Literal["packed", "lines"] = "packed"
+    seed: int = 42
+    errors: Literal["strict", "replace"] = "strict"
+
+    def __post_init__(self) -> None:
+        self.train_data_path = Path(self.train_data_path)
+        self.val_data_path = Path(self.val_data_path) if self.val_data_path is not None else None
+        self.cache_dir = Path(self.cache_dir).expanduser() if self.cache_dir is not None else None
+        if self.mode not in ("packed", "lines"):
+            raise UsageError(f"--data.mode {self.mode!r}: expected 'packed' or 'lines'")
+        if self.errors not in ("strict", "replace"):
+            raise UsageError(f"--data.errors {self.errors!r}: expected 'strict' or 'replace'")
+        if self.val_data_path is None and not 0.0 < self.val_fraction < 1.0:
+            raise UsageError(f"--data.val_fraction {self.val_fraction}: expected a fraction strictly between 0 and 1 "
+                             "(or give --data.val_data_path)")
+        if self.num_workers < 0:
+            raise UsageError(f"--data.num_workers {self.num_workers}: expected >= 0")
+        self._train_loader = None
+        self._root: Optional[Path] = None
+
+    # ---- the cache ------------------------------------------------------------------------------------------
+    def _files(self) -> Tuple[List[Path], Optional[List[Path]]]:
+        train = find_text_files(self.train_data_path, "--data.train_data_path")
+        val = find_text_files(self.val_data_path, "--data.val_data_path") if self.val_data_path else None
+        return train, val
+
+    def _meta(self, train: List[Path], val: Optional[List[Path]]) -> Dict[str, Any]:
+        def listing(files: List[Path]) -> List[List[Any]]:
+            out = []
+            for f in files:
+                st = f.stat()
+                out.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
+            return out
+
+        return {
+            "version": CACHE_VERSION,
+            "mode": self.mode,
+            "block_size": self.max_seq_length if self.mode == "lines" else None,
+            "errors": self.errors,
+            "tokenizer": self.tokenizer.fingerprint,
+            "train": listing(train),
+            "val": listing(val) if val is not None else None,
+            "val_fraction": self.val_fraction if val is None else None,
+        }
+
+    def cache_root(self) -> Path:
+        """The cache folder for the current files, tokenizer and settings."""
+        self._require_connected()
+        if self._root is None:
+            meta = self._meta(*self._files())
+            if self.cache_dir is not None:
+                self._root = self.cache_dir
+            else:
+                key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+                base = Path(os.environ.get("LITGPT_CACHE", Path.home() / ".cache" / "litgpt")).expanduser()
+                self._root = base / "text_files" / key
+            self._meta_cache = meta
+        return self._root
+
+    def _cache_matches(self) -> bool:
+        root = self.cache_root()
+        meta_path = root / "meta.json"
+        if not meta_path.is_file():
+            return False
+        try:
+            stored = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return False
+        return stored.get("key") == self._meta_cache and all((root / s / "index.json").is_file() for s in ("train", "val"))
+
+    def prepare_data(self) -> None:
+        """Tokenizes the text into the cache unless a matching cache is there (run on global rank 0)."""
+        self._require_connected()
+        if self._cache_matches():
+            return
+        root = self.cache_root()
+        if root.exists() and not root.is_dir():
+            raise UsageError(f"--data.cache_dir {root}: exists and is not a folder")
+        if root.is_dir() and any(root.iterdir()) and not (root / MARKER).exists():
+            raise UsageError(f"--data.cache_dir {root}: not empty and not a litgpt text cache; pick another folder")
+        root.mkdir(parents=True, exist_ok=True)
+        (root / MARKER).touch()
+        for name in ("meta.json",):
+            (root / name).unlink(missing_ok=True)
+        for name in ("train", "val", "train.tmp", "val.tmp"):
+            shutil.rmtree(root / name, ignore_errors=True)
+        self._build(root)
+
+    def _scan(self, files: List[Path], base: Path, flag: str, range_bytes: int, split: bool) -> List[FileScan]:
+        unit = "doc" if self.mode == "packed" else "line"
+        scans = []
+        for f in files:
+            key = self._key(f, base)
+            select = (lambda offset, key=key: in_val(key, offset, self.val_fraction)) if split else None
+            try:
+                scans.append(scan_text_file(f, unit=unit, errors=self.errors, range_bytes=range_bytes, select=select))
+            except UsageError as ex:
+                if "invalid UTF-8" in str(ex):
+                    raise UsageError(f"{ex}; fix the file or pass --data.errors replace") from None
+                raise
+        if sum(s.num_units for s in scans) == 0:
+            raise UsageError(f"{flag} {getattr(self, flag.split('.')[-1])}: no text found in {len(files)} file(s)")
+        return scans
+
+    @staticmethod
+    def _key(path: Path, base: Path) -> str:
+        return path.name if base.is_file() else path.relative_to(base).as_posix()
+
+    def _tasks(self, scans: List[FileScan], base: Path) -> List[Tuple[str, str, int, int, int]]:
+        tasks = []
+        for s in scans:
+            tasks.extend((str(s.path), self._key(s.path, base), start, end, line) for start, end, line in s.ranges)
+        return tasks
+
+    def _build(self, root: Path) -> None:
+        from litdata import optimize
+
+        t0 = time.perf_counter()
+        train_files, val_files = self._files()
+        workers = max(1, self.num_workers)
+        total = sum(f.stat().st_size for f in train_files)
+        range_bytes = max(1 << 20, total // (workers * 8) + 1)
+        split = val_files is None
+        train_scans = self._scan(train_files, self.train_data_path, "--data.train_data_path", range_bytes, split)
+        train_tasks = self._tasks(train_scans, self.train_data_path)
+        if val_files is not None:
+            val_scans = self._scan(val_files, self.val_data_path, "--data.val_data_path", range_bytes, False)
+            splits = {"train": (train_tasks, None), "val": (self._tasks(val_scans, self.val_data_path), None)}
+        else:
+            if sum(s.num_selected for s in train_scans) == 0:
+                raise UsageError(f"--data.val_fraction {self.val_fraction}: no document of {self.train_data_path} "
+                                 "fell in the validation split; raise it or give --data.val_data_path")
+            splits = {"train": (train_tasks, ("train", self.val_fraction)),
+                      "val": (train_tasks, ("val", self.val_fraction))}
+        for name, (tasks, split) in splits.items():
+            fn = _Tokenize(self.tokenizer, tasks, self.mode, self.max_seq_length, self.errors, split)
+            tmp = root / f"{name}.tmp"
+            kwargs = dict(chunk_size=CHUNK_TOKENS, item_loader=TokensLoader()) if self.mode == "packed" else dict(
+                chunk_bytes="64MB")
+            optimize(fn=fn, inputs=list(range(len(tasks))), output_dir=str(tmp), num_workers=min(workers, len(tasks)),
+                     keep_data_ordered=True, verbose=False, start_method=_start_method(), **kwargs)
+            if not (tmp / "index.json").is_file():
+                raise UsageError(f"{name} split produced no data; check the input text")
+            os.replace(tmp, root / name)
+        meta = {"key": self._meta_cache, "seconds": round(time.perf_counter() - t0, 3)}
+        atomic_write_text(root / "meta.json", json.dumps(meta, indent=1))
+
+    # ---- loading --------------------------------------------------------------------------------------------
+    def setup(self, stage: str = "") -> None:
+        """Checks the cache (building it here when running as a single process) and that each split has data."""
+        self._require_connected()
+        if not self._cache_matches():
+            if self.world_size > 1:
+                raise RuntimeError("TextFiles: the cache is missing; call prepare_data() on rank 0 before setup()")
+            self.prepare_data()
+        if self.world_size > 1 and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            raise RuntimeError("TextFiles with world_size > 1 needs torch.distributed initialized (Fabric does it)")
+        for name in ("train", "val"):
+            n = len(self._dataset(name))
+            if n == 0:
+                raise UsageError(f"the {name} split has no {'block' if self.mode == 'packed' else 'sequence'} "
+                                 f"of {self.max_seq_length} tokens; add text or lower max_seq_length")
+        self._train_loader = None
+
+    def tokenizer_training_texts(self) -> List[Path]:
+        return self._files()[0]
+
+    def _dataset(self, name: str) -> _IndexedStreamingDataset:
+        root = self.cache_root()
+        loader = TokensLoader(block_size=self.max_seq_length) if self.mode == "packed" else None
+        ds = _IndexedStreamingDataset(str(root / name), item_loader=loader, shuffle=name == "train",
+                                      seed=self.seed)
+        if name == "val":
+            ds.fixed_epoch = VAL_EPOCH
+        return ds
+
+    def _collator(self) -> MLMCollator:
+        return MLMCollator.from_tokenizer(self.tokenizer, objective=self.objective, seed=self.seed,
+                                          mask_prob=self.mask_prob, mask_replace_prob=self.mask_replace_prob,
+                                          random_replace_prob=self.random_replace_prob)
+
+    def _make_train_loader(self) -> StreamingDataLoader:
+        return StreamingDataLoader(self._dataset("train"), batch_size=self.batch_size, num_workers=self.num_workers,
+                                   collate_fn=self._collator())
+
+    def val_dataloader(self) -> StreamingDataLoader:
+        """Validation batches in a fixed order with fixed masks."""
+        return StreamingDataLoader(self._dataset("val"), batch_size=self.batch_size, num_workers=self.num_workers,
+                                   collate_fn=self._collator())

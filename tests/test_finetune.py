@@ -1,0 +1,453 @@
+"""Finetuning: data readers, weights resolution, the script end to end, HF parity, exact resume, bad input."""
+
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from litgpt import Config
+from litgpt.data.classification import (
+    AGNEWS_LABELS,
+    Collate,
+    LengthGroupedBatchSampler,
+    load_classification_data,
+)
+from litgpt.model_roberta import RobertaForMaskedLM, RobertaForSequenceClassification
+from litgpt.utils import UsageError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "finetune_roberta.py"
+TOY = ROOT / "data" / "test_data_finetune"
+METRIC_KEYS = {"loss", "accuracy", "f1", "precision", "recall", "average", "per_class", "confusion_matrix",
+               "weights_source", "best_epoch", "num_labels", "id2label"}
+
+
+def toy_records(split: str):
+    return json.loads((TOY / f"{split}.json").read_text())
+
+
+def write_json(path: Path, obj) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def small_toy(path: Path, n_train: int = 48, n_test: int = 16) -> Path:
+    write_json(path / "train.json", toy_records("train")[:n_train])
+    write_json(path / "test.json", toy_records("test")[:n_test])
+    return path
+
+
+def script_main():
+    spec = importlib.util.spec_from_file_location("finetune_roberta_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def run_script(*args, cwd=ROOT, env=None):
+    full_env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def snapshot(folder: Path):
+    return sorted((str(p.relative_to(folder)), p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A litgpt checkpoint dir: a random roberta-tiny MLM and a tokenizer trained on the toy train texts."""
+    from litgpt.tokenizer import train_tokenizer
+
+    ckpt = tmp_path_factory.mktemp("tiny_ckpt")
+    tokenizer = train_tokenizer([r["text"] for r in toy_records("train")], vocab_size=1000, out_dir=ckpt)
+    config = Config.from_name("roberta-tiny", mask_token_id=tokenizer.mask_id)
+    torch.manual_seed(0)
+    model = RobertaForMaskedLM(config)
+    torch.save(model.state_dict(), ckpt / "lit_model.pth")
+    config.save(ckpt / "model_config.yaml")
+    return ckpt
+
+
+@pytest.fixture(scope="module")
+def toy_run(tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("toy_run") / "out"
+    before = snapshot(TOY)
+    proc = run_script("--data_dir", TOY, "--output_dir", out, "--model_name", tiny_checkpoint, "--num_epochs", 1,
+                      "--batch_size", 32, "--max_length", 64, "--learning_rate", 1e-3)
+    assert proc.returncode == 0, proc.stderr
+    assert snapshot(TOY) == before, "the data dir was written"
+    return out, proc
+
+
+# ---- the script end to end ------------------------------------------------------------------------------------
+def test_toy_run_from_litgpt_checkpoint(toy_run, tiny_checkpoint):
+    out, proc = toy_run
+    for name in ("config.json", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json", "classifier.pt",
+                 "metrics.json", "train_state.pt"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob(".*.tmp")), "temp files left behind"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(metrics)
+    assert metrics["average"] == "binary" and metrics["num_labels"] == 2 and metrics["best_epoch"] == 1
+    assert str(tiny_checkpoint) in metrics["weights_source"] and "new classification head" in metrics["weights_source"]
+    assert f"Weights: litgpt checkpoint {tiny_checkpoint}" in proc.stdout
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["loss"] > 0
+    assert sum(map(sum, metrics["confusion_matrix"])) == 80
+    assert set(metrics["per_class"]) == {"LABEL_0", "LABEL_1"}
+    assert "confusion matrix" in proc.stdout and "precision" in proc.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["RobertaForSequenceClassification"] and config["num_labels"] == 2
+    assert config["id2label"] == {"0": "LABEL_0", "1": "LABEL_1"}
+    head = torch.load(out / "classifier.pt", weights_only=True)
+    assert set(head) == {"classifier.dense.weight", "classifier.dense.bias", "classifier.out_proj.weight",
+                         "classifier.out_proj.bias"}
+    assert head["classifier.out_proj.weight"].shape == (2, 32)
+
+
+def test_hf_loads_output_with_same_logits(toy_run):
+    transformers = pytest.importorskip("transformers")
+    from litgpt.checkpoint import load_checkpoint
+    from litgpt.tokenizer import Tokenizer
+
+    out, _ = toy_run
+    hf_model = transformers.AutoModelForSequenceClassification.from_pretrained(out).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    texts = [r["text"] for r in toy_records("test")[:6]] + ["short one", "Ünïcödé and emoji 🎬 too!"]
+    enc = hf_tok(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    ours = Tokenizer(out)
+    for row, text in zip(enc["input_ids"], texts):
+        ids = ours.encode(text, max_length=64)
+        assert row[: len(ids)].tolist() == ids
+
+    loaded = load_checkpoint(out)
+    model = RobertaForSequenceClassification(loaded.config, 2).eval()
+    model.load_state_dict(loaded.state_dict)
+    with torch.no_grad():
+        expected = hf_model(**enc).logits
+        actual = model(enc["input_ids"], enc["attention_mask"])
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+    # the saved weights are the best epoch's, from train_state.pt
+    state = torch.load(out / "train_state.pt", weights_only=True)
+    for key, value in state["best"]["model"].items():
+        torch.testing.assert_close(loaded.state_dict[key], value.float(), atol=0, rtol=0)
+
+
+def test_rerun_into_finished_output_is_allowed(toy_run, tiny_checkpoint, tmp_path):
+    # the toy run's dir is ours and finished: a new run may replace it; a foreign dir is refused (see bad inputs)
+    from litgpt.finetune.classification import check_output_dir
+
+    out, _ = toy_run
+    check_output_dir(out, TOY, resume=False)
+    with pytest.raises(UsageError, match="already finished"):
+        from litgpt.finetune.classification import load_resume_state
+
+        args = json.loads(json.dumps(torch.load(out / "train_state.pt", weights_only=True)["args"]))
+        data = load_classification_data(TOY, 2)
+        load_resume_state(out, args, data)
+
+
+# ---- AG News ---------------------------------------------------------------------------------------------------
+AG_ROWS = [
+    (3, "Wall St. Bears Claw Back", "Short-sellers, Wall Street's dwindling band of ultra-cynics, are seeing green."),
+    (4, "New Chip Doubles Speed", "A chip maker said on Monday its new processor runs twice as fast, with less power."),
+    (2, "Team Wins the Final", "The home side scored twice in the last minute to win the cup final."),
+    (1, "Leaders Meet on Trade", "Heads of state gathered to discuss tariffs and a new trade pact."),
+    (3, "Oil Prices Rise", 'Crude futures rose as "supply worries" grew, traders said.'),
+    (4, "Space Probe Sends Photos", "The probe returned the first close images of the comet's surface."),
+    (2, "Star Striker Injured", "The striker will miss three weeks with a knee injury."),
+    (1, "Election Results Due", "Officials said the count would finish by Friday."),
+]
+
+
+def write_agnews(folder: Path, layout: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, rows in (("train", AG_ROWS), ("test", AG_ROWS[:4])):
+        if layout == "csv":  # the original: no header, quoted fields, class index 1-4
+            with open(folder / f"{split}.csv", "w", newline="", encoding="utf-8") as fp:
+                csv.writer(fp, quoting=csv.QUOTE_ALL).writerows(rows)
+        else:
+            lines = [json.dumps({"text": f"{t} {d}", "label": c - 1}) for c, t, d in rows]
+            (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_agnews_readers(tmp_path):
+    csv_data = load_classification_data(write_agnews(tmp_path / "csv", "csv"), 4, use_agnews=True)
+    jsonl_data = load_classification_data(write_agnews(tmp_path / "jsonl", "jsonl"), 4, use_agnews=True)
+    for data in (csv_data, jsonl_data):
+        assert data.id2label == dict(enumerate(AGNEWS_LABELS))
+        assert data.train.labels == [c - 1 for c, _, _ in AG_ROWS]
+        assert data.train.texts[0] == f"{AG_ROWS[0][1]} {AG_ROWS[0][2]}"
+        assert len(data.test) == 4
+    # a mirror's "Class Index,Title,Description" header row is skipped
+    with open(tmp_path / "csv" / "train.csv", "r+", encoding="utf-8") as fp:
+        body = fp.read()
+        fp.seek(0)
+        fp.write('"Class Index","Title","Description"\n' + body)
+    assert len(load_classification_data(tmp_path / "csv", 4, use_agnews=True).train) == len(AG_ROWS)
+
+
+@pytest.mark.parametrize("layout", ["csv", "jsonl"])
+def test_agnews_end_to_end(layout, tmp_path, capsys):
+    data_dir = write_agnews(tmp_path / "ag", layout)
+    out = tmp_path / "out"
+    script_main()(["--data_dir", str(data_dir), "--output_dir", str(out), "--model_name", "roberta-tiny",
+                   "--from_scratch", "--num_labels", "4", "--num_epochs", "1", "--batch_size", "4",
+                   "--use_agnews"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["average"] == "macro" and metrics["num_labels"] == 4
+    assert metrics["id2label"] == {str(i): n for i, n in enumerate(AGNEWS_LABELS)}
+    assert list(metrics["per_class"]) == list(AGNEWS_LABELS)
+    assert "--from_scratch" in metrics["weights_source"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["label2id"] == {n: i for i, n in enumerate(AGNEWS_LABELS)}
+    assert "macro" in capsys.readouterr().out
+
+
+# ---- exact resume --------------------------------------------------------------------------------------------
+class Killed(Exception):
+    pass
+
+
+def test_exact_resume(tiny_checkpoint, tmp_path, monkeypatch):
+    from litgpt.__main__ import run_command
+    from litgpt.finetune import classification as ft
+
+    data_dir = small_toy(tmp_path / "data")
+    common = ["--data_dir", str(data_dir), "--model_name", str(tiny_checkpoint), "--num_epochs", "2",
+              "--batch_size", "8", "--max_length", "48", "--learning_rate", "1e-3", "--warmup_ratio", "0.2"]
+    run_command(ft.setup, common + ["--output_dir", str(tmp_path / "full")], prog="test")
+
+    real_save = ft.save_train_state
+
+    def save_then_die(path, model, optimizer, scheduler, progress, *args):
+        real_save(path, model, optimizer, scheduler, progress, *args)
+        if progress["epoch"] == 1:
+            raise Killed()
+
+    monkeypatch.setattr(ft, "save_train_state", save_then_die)
+    with pytest.raises(Killed):
+        run_command(ft.setup, common + ["--output_dir", str(tmp_path / "resumed")], prog="test")
+    monkeypatch.setattr(ft, "save_train_state", real_save)
+    # an unfinished run is not overwritten by accident
+    with pytest.raises(UsageError, match="--resume"):
+        ft.check_output_dir(tmp_path / "resumed", data_dir, resume=False)
+    run_command(ft.setup, common + ["--output_dir", str(tmp_path / "resumed"), "--resume", "true"], prog="test")
+
+    full = torch.load(tmp_path / "full" / "train_state.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "resumed" / "train_state.pt", weights_only=True)
+    assert full["epoch"] == resumed["epoch"] == 2
+    for key, value in full["model"].items():
+        torch.testing.assert_close(resumed["model"][key], value, atol=1e-6, rtol=0)
+    full_bin = torch.load(tmp_path / "full" / "pytorch_model.bin", weights_only=True)
+    resumed_bin = torch.load(tmp_path / "resumed" / "pytorch_model.bin", weights_only=True)
+    for key, value in full_bin.items():
+        torch.testing.assert_close(resumed_bin[key], value, atol=1e-6, rtol=0)
+    m_full = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    m_resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert m_full["best_epoch"] == m_resumed["best_epoch"]
+    for a, b in zip(m_full["history"], m_resumed["history"]):
+        assert a == pytest.approx(b, abs=1e-6)
+
+    # a resume with other hyperparameters would not reproduce the run: refused
+    with pytest.raises(SystemExit) as ex:
+        run_command(ft.setup, common[:-2] + ["--warmup_ratio", "0.3", "--output_dir", str(tmp_path / "resumed"),
+                                             "--num_epochs", "3", "--resume", "true"], prog="test")
+    assert ex.value.code == 2
+
+
+# ---- where the weights come from ------------------------------------------------------------------------------
+def test_weights_from_mlm_checkpoint_pretrain_state_and_hf_dir(tiny_checkpoint, tmp_path):
+    from litgpt.finetune.classification import load_weights, resolve_weights
+    from litgpt.scripts.convert_lit_checkpoint import save_hf_dir
+    from litgpt.tokenizer import Tokenizer
+
+    data = load_classification_data(TOY, 2)
+    mlm = torch.load(tiny_checkpoint / "lit_model.pth", weights_only=True)
+    config = Config.from_file(tiny_checkpoint / "model_config.yaml")
+
+    # a pretraining out_dir: best.pt (training state) + tokenizer files
+    pre = tmp_path / "pretrain_out"
+    Tokenizer(tiny_checkpoint).save(pre)
+    torch.save({"model": mlm, "model_config": asdict(config), "step": 7}, pre / "best.pt")
+    # a HuggingFace RobertaForMaskedLM dir
+    hf = tmp_path / "hf"
+    save_hf_dir(dict(mlm), Config(**asdict(config)), hf, tokenizer_dir=tiny_checkpoint)
+
+    for source, expect in ((tiny_checkpoint, "litgpt checkpoint"), (pre, "step 7"), (hf, "HuggingFace")):
+        cfg, state, tokenizer, where = resolve_weights(str(source), False, data, 2)
+        assert expect in where and "new classification head" in where
+        assert set(state) == {k for k in mlm if k.startswith("roberta.")}
+        model = RobertaForSequenceClassification(cfg, 2)
+        load_weights(model, state, where)
+        for key, value in model.roberta.state_dict().items():
+            torch.testing.assert_close(value, mlm[f"roberta.{key}"], atol=1e-7, rtol=0)
+        assert tokenizer.pad_id == cfg.pad_token_id
+
+
+def test_offline_registry_name_says_what_to_do(tmp_path):
+    out = tmp_path / "out"
+    proc = run_script("--data_dir", TOY, "--output_dir", out, cwd=tmp_path,
+                      env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")})
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --model_name roberta-base"), proc.stderr
+    assert "litgpt download FacebookAI/roberta-base" in lines[0] and "--from_scratch" in lines[0]
+    assert not out.exists()
+
+
+def test_registry_config_without_weights(tmp_path, capsys):
+    from litgpt.__main__ import run_command
+    from litgpt.finetune.classification import setup
+
+    with pytest.raises(SystemExit):
+        run_command(setup, ["--data_dir", str(TOY), "--output_dir", str(tmp_path / "o"), "--model_name",
+                            "roberta-tiny"], prog="t")
+    assert "--from_scratch" in capsys.readouterr().err
+
+
+# ---- bad input: exit code 2, one line, no traceback, nothing written ------------------------------------------------
+def _bad_data(tmp_path: Path, case: str):
+    d = tmp_path / "data"
+    train, test = toy_records("train")[:8], toy_records("test")[:4]
+    extra = []
+    if case == "missing_file":
+        write_json(d / "train.json", train)
+        return d, extra, ["no test split", "test.json", "test.jsonl", "test.csv", "test.tsv"]
+    if case == "no_text":
+        train[2] = {"label": 1}
+        return _write(d, train, test), extra, ["train.json", "record 3", "text"]
+    if case == "no_label":
+        train[4] = {"text": "hello"}
+        return _write(d, train, test), extra, ["train.json", "record 5", "label"]
+    if case == "label_out_of_range":
+        test[1]["label"] = 2
+        return _write(d, train, test), extra, ["test.json", "record 2", "outside [0, 2)"]
+    if case == "num_labels_disagree":
+        return _write(d, train, test), ["--num_labels", "3"], ["--num_labels 3", "pass --num_labels 2"]
+    if case == "empty_split":
+        return _write(d, train, []), extra, ["test.json", "no examples"]
+    if case == "string_label_no_mapping":
+        train = [{**r, "label": ["negative", "positive"][r["label"]]} for r in train]
+        test = [{**r, "label": "neutral"} for r in test]
+        return _write(d, train, test), extra, ["test.json", "record 1", "'neutral'", "no mapping"]
+    if case == "csv_columns":
+        d.mkdir(parents=True)
+        (d / "train.csv").write_text('text,label\n"fine movie",1\n"bad movie",0,extra\n')
+        (d / "test.csv").write_text('text,label\n"ok",1\n')
+        return d, extra, ["train.csv", "line 3", "3 columns"]
+    if case == "invalid_utf8":
+        d.mkdir(parents=True)
+        (d / "train.jsonl").write_bytes(b'{"text": "good", "label": 1}\n{"text": "bad \xff", "label": 0}\n')
+        (d / "test.jsonl").write_bytes(b'{"text": "ok", "label": 1}\n{"text": "no", "label": 0}\n')
+        return d, extra, ["train.jsonl:2", "invalid UTF-8"]
+    if case == "agnews_bad_index":
+        d.mkdir(parents=True)
+        (d / "train.csv").write_text('"5","Title","Body"\n')
+        (d / "test.csv").write_text('"1","Title","Body"\n')
+        return d, ["--use_agnews", "--num_labels", "4"], ["train.csv", "line 1", "1-4"]
+    if case == "max_length":
+        return _write(d, train, test), ["--max_length", "600"], ["--max_length 600", "512"]
+    if case == "foreign_output":
+        return _write(d, train, test), extra, ["--output_dir", "not empty"]
+    if case == "output_in_data":
+        return _write(d, train, test), extra, ["inside --data_dir"]
+    raise AssertionError(case)
+
+
+def _write(d: Path, train, test) -> Path:
+    write_json(d / "train.json", train)
+    write_json(d / "test.json", test)
+    return d
+
+
+BAD_CASES = ["missing_file", "no_text", "no_label", "label_out_of_range", "num_labels_disagree", "empty_split",
+             "string_label_no_mapping", "csv_columns", "invalid_utf8", "agnews_bad_index", "max_length",
+             "foreign_output", "output_in_data"]
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_input(case, tmp_path, capsys):
+    data_dir, extra, expected = _bad_data(tmp_path, case)
+    out = tmp_path / "out"
+    if case == "foreign_output":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    if case == "output_in_data":
+        out = data_dir / "out"
+    before = snapshot(tmp_path)
+    with pytest.raises(SystemExit) as ex:
+        script_main()(["--data_dir", str(data_dir), "--output_dir", str(out), "--model_name", "roberta-tiny",
+                       "--from_scratch", "--num_epochs", "1", *extra])
+    assert ex.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for fragment in expected:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert snapshot(tmp_path) == before, "files were created or changed"
+
+
+# ---- data pieces ------------------------------------------------------------------------------------------------
+def test_label_names_and_formats(tmp_path):
+    d = tmp_path / "names"
+    d.mkdir()
+    (d / "train.tsv").write_text('sentence\tlabel\nit is "great"\tpos\nawful\tneg\nfine\tpos\n')
+    (d / "test.tsv").write_text("sentence\tlabel\nbad\tneg\n")
+    data = load_classification_data(d, 2)
+    assert data.id2label == {0: "neg", 1: "pos"} and data.train.labels == [1, 0, 1]
+    assert data.train.texts[0] == 'it is "great"'
+    data = load_classification_data(d, 2, label_names=["pos", "neg"])
+    assert data.id2label == {0: "pos", 1: "neg"} and data.train.labels == [0, 1, 0]
+    with pytest.raises(UsageError, match="label names"):
+        load_classification_data(d, 3)
+    # ids as strings in CSV, a JSON file with one object per line
+    c = tmp_path / "ids"
+    c.mkdir()
+    (c / "train.csv").write_text('id,text,label\n1,"a, b",1\n2,c,0\n')
+    (c / "test.json").write_text('{"text": "x", "label": 0}\n{"text": "y", "label": 1}\n')
+    data = load_classification_data(c, 2)
+    assert data.train.texts == ["a, b", "c"] and data.train.labels == [1, 0] and data.test.labels == [0, 1]
+
+
+def test_batches_group_by_length_and_cover_everything():
+    lengths = [(i * 37) % 50 + 3 for i in range(203)]
+    sampler = LengthGroupedBatchSampler(lengths, batch_size=8, shuffle=True, seed=1)
+    first = sampler.batches()
+    assert sorted(i for b in first for i in b) == list(range(203))
+    assert sampler.batches() == first  # a function of (seed, epoch) only
+    sampler.set_epoch(1)
+    assert sampler.batches() != first
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in first)
+    assert padded < 1.2 * sum(lengths)
+    evaluation = LengthGroupedBatchSampler(lengths, batch_size=8, shuffle=False).batches()
+    flat = [i for b in evaluation for i in b]
+    assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
+    # two ranks: disjoint shards with the same number of batches
+    shards = [LengthGroupedBatchSampler(lengths, 8, True, 1, rank=r, world_size=2).batches() for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1])
+    assert not {i for b in shards[0] for i in b} & {i for b in shards[1] for i in b}
+
+    batch = Collate(pad_id=1)([([0, 5, 2], 1), ([0, 7, 8, 9, 2], 0)])
+    assert batch["input_ids"].tolist() == [[0, 5, 2, 1, 1], [0, 7, 8, 9, 2]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    assert batch["labels"].tolist() == [1, 0]
+
+
+def test_bare_flags():
+    from litgpt.finetune.classification import expand_bare_flags
+
+    assert expand_bare_flags(["--use_agnews", "--num_labels", "4", "--resume"]) == [
+        "--use_agnews=true", "--num_labels", "4", "--resume=true"]
+    assert expand_bare_flags(["--use_agnews", "false", "--from_scratch", "true"]) == [
+        "--use_agnews", "false", "--from_scratch", "true"]
