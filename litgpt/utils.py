@@ -9,6 +9,10 @@ from typing import Any, Dict, Iterator, Union
 import torch
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class UsageError(Exception):
     """Bad input from the user: printed as one line and exits with code 2, no traceback."""
 
@@ -23,6 +27,7 @@ def atomic_path(path: Union[str, Path]) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path

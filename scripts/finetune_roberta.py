@@ -6,6 +6,7 @@
 A thin entry point over `litgpt/finetune/classification.py` (the same as `litgpt finetune`).
 """
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -13,15 +14,13 @@ from pathlib import Path
 
 def main(argv=None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        import litgpt  # noqa: F401
-    except ImportError:  # run from a checkout without `pip install -e .`
+    if importlib.util.find_spec("litgpt") is None:  # run from a checkout without `pip install -e .`
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from litgpt.__main__ import run_command
-    from litgpt.finetune.classification import expand_bare_flags, setup
+    from litgpt.finetune.classification import setup
 
     argv = sys.argv[1:] if argv is None else argv
-    run_command(setup, expand_bare_flags(argv), prog="finetune_roberta.py")
+    run_command(setup, argv, prog="finetune_roberta.py")
 
 
 if __name__ == "__main__":

@@ -194,6 +194,13 @@ def test_agnews_readers(tmp_path):
         fp.seek(0)
         fp.write('"Class Index","Title","Description"\n' + body)
     assert len(load_classification_data(tmp_path / "csv", 4, use_agnews=True).train) == len(AG_ROWS)
+    # a converted CSV with text,label columns and names as labels
+    conv = tmp_path / "converted"
+    conv.mkdir()
+    (conv / "train.csv").write_text('text,label\n"Stocks fall",Business\n"Cup final",Sports\n"Vote",World\n"Chip",Sci/Tech\n')
+    (conv / "test.csv").write_text('text,label\n"Goal",1\n')
+    data = load_classification_data(conv, 4, use_agnews=True)
+    assert data.train.labels == [2, 1, 0, 3] and data.test.labels == [1]
 
 
 @pytest.mark.parametrize("layout", ["csv", "jsonl"])
@@ -445,9 +452,36 @@ def test_batches_group_by_length_and_cover_everything():
 
 
 def test_bare_flags():
-    from litgpt.finetune.classification import expand_bare_flags
+    from litgpt.__main__ import normalize_argv
+    from litgpt.finetune.classification import setup
 
-    assert expand_bare_flags(["--use_agnews", "--num_labels", "4", "--resume"]) == [
-        "--use_agnews=true", "--num_labels", "4", "--resume=true"]
-    assert expand_bare_flags(["--use_agnews", "false", "--from_scratch", "true"]) == [
+    assert normalize_argv(setup, ["--use_agnews", "--num_labels", "4", "--resume"]) == [
+        "--use_agnews", "true", "--num_labels", "4", "--resume", "true"]
+    assert normalize_argv(setup, ["--use_agnews", "false", "--from_scratch", "true"]) == [
         "--use_agnews", "false", "--from_scratch", "true"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_unavailable_accelerator_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as ex:
+        script_main()(["--data_dir", str(small_toy(tmp_path / "d", 8, 4)), "--output_dir", str(tmp_path / "o"),
+                       "--model_name", "roberta-tiny", "--from_scratch", "--accelerator", "cuda"])
+    assert ex.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --accelerator cuda") and not (tmp_path / "o").exists()
+
+
+def test_checkpoint_that_does_not_fit_its_config(tiny_checkpoint, tmp_path, capsys):
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    Config.from_file(ckpt / "model_config.yaml", n_layer=3).save(ckpt / "model_config.yaml")
+    data_dir = small_toy(tmp_path / "d", 8, 4)
+    before = snapshot(tmp_path)
+    with pytest.raises(SystemExit) as ex:
+        script_main()(["--data_dir", str(data_dir), "--output_dir", str(tmp_path / "o"), "--model_name", str(ckpt)])
+    assert ex.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing" in err[0] and str(ckpt) in err[0], err
+    assert snapshot(tmp_path) == before

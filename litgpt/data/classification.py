@@ -127,12 +127,12 @@ def _record(obj: Any, where: str) -> Tuple[str, Label]:
 
 
 def _read_json(path: Path, text: str) -> Iterator[Tuple[str, str, Label]]:
-    if text.lstrip().startswith("{"):  # one object per line, as AG News is often shipped
-        yield from _read_jsonl(path, text)
-        return
     try:
         records = json.loads(text)
     except json.JSONDecodeError as ex:
+        if ex.msg == "Extra data" and text.lstrip().startswith("{"):  # one object per line, as AG News often comes
+            yield from _read_jsonl(path, text)
+            return
         raise UsageError(f"{path}:{ex.lineno}: not valid JSON ({ex.msg})") from None
     if not isinstance(records, list):
         raise UsageError(f"{path}: expected a JSON list of {{\"text\", \"label\"}} records, found {type(records).__name__}")

@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,6 @@ PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-t
 MAX_POSITIONS = 512
 DEFAULT_MAX_LENGTH = 128
 # flags that take no value on the command line (`--use_agnews` alone means true)
-BOOL_FLAGS = ("use_agnews", "from_scratch", "resume")
 STATE_FILE = "train_state.pt"
 HPARAMS_FILE = "hyperparameters.yaml"
 # what must not change between a run and its `--resume`, or the result would not be the uninterrupted run's
@@ -121,6 +120,9 @@ def setup(
     else:
         config, weights, tokenizer, source = resolve_weights(model_name, from_scratch, data, num_labels)
     check_tokenizer(tokenizer, config, source)
+    if weights is not None:
+        with torch.device("meta"):
+            load_weights(RobertaForSequenceClassification(config, num_labels), weights, source, check_only=True)
     # the requested --max_length stays in `args` (a resume compares it); this is what the model gets
     args["tokens_per_example"] = check_max_length(max_length, config)
     config = Config(**{**asdict(config), "num_labels": num_labels, "id2label": data.id2label})
@@ -135,16 +137,6 @@ def setup(
         first = (str(ex).strip().splitlines() or [ex.__class__.__name__])[0]
         raise UsageError(f"--accelerator {accelerator} --devices {devices} --precision {args['precision']}: {first}") from None
     fabric.launch(main, args, data, config, tokenizer, weights, source, output_dir, resume_state)
-
-
-def expand_bare_flags(argv: Sequence[str]) -> List[str]:
-    """`--use_agnews` alone means `--use_agnews=true` (jsonargparse wants a value after a bool flag)."""
-    out = list(argv)
-    for i, arg in enumerate(out):
-        name = arg[2:] if arg.startswith("--") else None
-        if name in BOOL_FLAGS and (i + 1 == len(out) or out[i + 1].startswith("-")):
-            out[i] = f"--{name}=true"
-    return out
 
 
 def validate_args(args: Dict[str, Any]) -> None:
@@ -186,9 +178,7 @@ def validate_args(args: Dict[str, Any]) -> None:
 def check_max_length(max_length: int, config: Config) -> int:
     if max_length <= config.block_size:
         return max_length
-    if max_length == DEFAULT_MAX_LENGTH:
-        print(f"note: the model has {config.block_size} positions; using --max_length {config.block_size}",
-              file=sys.stderr)
+    if max_length == DEFAULT_MAX_LENGTH:  # the default, not a request: fit it to small models (noted in main)
         return config.block_size
     raise UsageError(f"--max_length {max_length}: the model reads at most {config.block_size} tokens")
 
@@ -369,11 +359,17 @@ def restore_rng(state: Dict[str, Any]) -> None:
 def main(fabric, args: Dict[str, Any], data: ClassificationData, config: Config, tokenizer,
          weights: Optional[Dict[str, torch.Tensor]], source: str, output_dir: Path,
          resume_state: Optional[Dict[str, Any]]) -> None:
+    if resume_state is not None and resume_state.get("world_size", 1) != fabric.world_size:
+        raise UsageError(f"--resume: the saved run trained on {resume_state.get('world_size', 1)} device(s), now "
+                         f"{fabric.world_size}; resume with the same --devices")
     fabric.seed_everything(args["seed"])
     if fabric.global_rank == 0:
         prepare_output_dir(output_dir, args, tokenizer, config, resume_state is not None)
     fabric.barrier()
     fabric.print(f"Weights: {source}")
+    if args["tokens_per_example"] != args["max_length"]:
+        fabric.print(f"note: the model has {args['tokens_per_example']} positions; using --max_length "
+                     f"{args['tokens_per_example']}", file=sys.stderr)
 
     rank, world = fabric.global_rank, fabric.world_size
     train_set = tokenize_split(data.train, tokenizer, args["tokens_per_example"])
@@ -393,9 +389,6 @@ def main(fabric, args: Dict[str, Any], data: ClassificationData, config: Config,
 
     progress = {"epoch": 0, "best": None, "history": []}
     if resume_state is not None:
-        if resume_state.get("world_size", 1) != world:
-            raise UsageError(f"--resume: the saved run trained on {resume_state.get('world_size', 1)} device(s), now "
-                             f"{world}; resume with the same --devices")
         unwrap(model).load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
@@ -416,16 +409,19 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model) if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
-def load_weights(model: RobertaForSequenceClassification, state: Dict[str, torch.Tensor], source: str) -> None:
+def load_weights(model: RobertaForSequenceClassification, state: Dict[str, torch.Tensor], source: str,
+                 check_only: bool = False) -> None:
+    """The encoder (and a classification head when `state` has one that fits) from `state`; names and shapes are
+    checked first, so a mismatch is one clear error."""
     from litgpt.scripts.convert_hf_checkpoint import check_state_dict
 
-    encoder = {k[len("roberta.") :]: v for k, v in state.items() if k.startswith("roberta.")}
-    check_state_dict(model.roberta, encoder, source)
-    model.roberta.load_state_dict(encoder)
-    head = {k[len("classifier.") :]: v for k, v in state.items() if k.startswith("classifier.")}
-    if head:
-        check_state_dict(model.classifier, head, source)
-        model.classifier.load_state_dict(head)
+    for prefix, module in (("roberta.", model.roberta), ("classifier.", model.classifier)):
+        part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if not part and prefix == "classifier.":
+            continue
+        check_state_dict(module, part, source)
+        if not check_only:
+            module.load_state_dict(part)
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device) -> torch.optim.Optimizer:
@@ -642,6 +638,10 @@ def save_outputs(output_dir: Path, progress: Dict[str, Any], config: Config, dat
                       output_dir / "classifier.pt")
     report = metrics_report(best["metrics"], data.id2label, best["epoch"], progress["epoch"], source)
     report["history"] = progress["history"]
-    atomic_write_text(output_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+    text = json.dumps(report, indent=2)
+    # lists of numbers (confusion-matrix rows) on one line each
+    text = re.sub(r"\[\s+([-\d.e,\s]+?)\s+\]", lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]",
+                  text)
+    atomic_write_text(output_dir / "metrics.json", text + "\n")
     print(format_report(report))
     print(f"Saved the finetuned model (epoch {best['epoch']}) to {output_dir}")
