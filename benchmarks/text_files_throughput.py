@@ -27,7 +27,10 @@ def generate(folder: Path, megabytes: float, seed: int = 0) -> None:
     rng = random.Random(seed)
     sentences = [s.split() for s in demo_sentences().splitlines() if s.strip()]
     vocab = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 12))) for _ in range(50_000)]
-    weights = [1.0 / (rank + 1) for rank in range(len(vocab))]
+    cum_weights, total = [], 0.0
+    for rank in range(len(vocab)):
+        total += 1.0 / (rank + 1)
+        cum_weights.append(total)
     folder.mkdir(parents=True, exist_ok=True)
     target = int(megabytes * 1e6)
     per_file = target // 8 + 1
@@ -38,7 +41,7 @@ def generate(folder: Path, megabytes: float, seed: int = 0) -> None:
                 doc = []
                 for _ in range(rng.randint(3, 30)):
                     words = list(rng.choice(sentences))
-                    fresh = rng.choices(vocab, weights=weights, k=len(words))
+                    fresh = rng.choices(vocab, cum_weights=cum_weights, k=len(words))
                     words = [f if rng.random() < 0.3 else w for w, f in zip(words, fresh)]
                     doc.append(" ".join(words))
                 text = "\n".join(doc) + "\n\n"

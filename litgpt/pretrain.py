@@ -86,6 +86,10 @@ def setup(
     resume_path = resolve_resume(resume, out_dir)
     if resume_path is None and (iter_checkpoints(out_dir) or (out_dir / "final").exists()):
         raise UsageError(f"--out_dir {out_dir}: already holds a run; pass --resume auto to continue it or pick another --out_dir")
+    resume_state = None
+    if resume_path is not None:  # checked before any work starts: the checkpoint must fit the requested model
+        resume_state = load_training_state(resume_path)
+        check_same_architecture(Config(**resume_state["model_config"]), config, str(resume_path))
     if data is None:
         from litgpt.data.test_data import TestData
 
@@ -110,7 +114,7 @@ def setup(
                    strategy=strategy, precision=precision, compile=compile, logger_name=logger_name, seed=seed,
                    num_workers=num_workers)
     fabric.launch(main, config, data, out_dir, tokenizer_dir, tokenizer_vocab_size, initial_checkpoint_dir,
-                  resume_path, train, eval, compile, seed, hparams)
+                  resume_path, resume_state, train, eval, compile, seed, hparams)
 
 
 def validate_args(train: TrainArgs, eval: EvalArgs, precision: Optional[str], devices: Union[int, str]) -> None:
@@ -205,11 +209,10 @@ def describe_data(data: DataModule) -> Dict[str, Any]:
 
 def main(fabric, config: Config, data: DataModule, out_dir: Path, tokenizer_dir: Optional[Path],
          tokenizer_vocab_size: Optional[int], initial_checkpoint_dir: Optional[Path], resume_path: Optional[Path],
-         train: TrainArgs, eval: EvalArgs, compile: bool, seed: int, hparams: Dict[str, Any]) -> None:
-    fabric.seed_everything(seed)
-    resume_state = load_training_state(resume_path) if resume_path is not None else None
+         resume_state: Optional[Dict[str, Any]], train: TrainArgs, eval: EvalArgs, compile: bool, seed: int,
+         hparams: Dict[str, Any]) -> None:
+    fabric.seed_everything(seed, verbose=False)
     if resume_state is not None:
-        check_same_architecture(Config(**resume_state["model_config"]), config, str(resume_path))
         config = Config(**resume_state["model_config"])
 
     initial = None
@@ -479,9 +482,9 @@ def fit(fabric, model, optimizer, data, train_loader, val_loader, train: TrainAr
                 state["best_val_loss"] = last_val["loss"]
                 save_state(fabric, out_dir / "best.pt", model, optimizer, data, state, config)
         if (train.save_interval and state["step"] % train.save_interval == 0) or is_last or stop.requested:
-            save_state(fabric, out_dir / f"iter-{state['step']:06d}.pt", model, optimizer, data, state, config)
+            save_state(fabric, out_dir / f"iter-{state['step']}.pt", model, optimizer, data, state, config)
         if stop.requested and not is_last:
-            fabric.print(f"SIGTERM: saved iter-{state['step']:06d}.pt; resume with --resume auto")
+            fabric.print(f"SIGTERM: saved iter-{state['step']}.pt; resume with --resume auto")
             for logger in fabric.loggers:
                 logger.finalize("success")
             return
@@ -501,9 +504,11 @@ def done(state: Dict[str, Any], train: TrainArgs) -> bool:
 def log_progress(fabric, state, window, train: TrainArgs, optimizer, flops_per_token, peak_flops,
                  t_start, tokens_at_start) -> None:
     steps = window["steps"]
-    loss = (window["loss"] / steps).item()  # one sync per log interval, not per step
-    count = window["count"].item()
-    accuracy = window["correct"].item() / max(count, 1)
+    stats = torch.stack([window["loss"] / steps, window["correct"], window["count"]]).double()
+    if fabric.world_size > 1:  # report the global batch, not rank 0's share of it
+        stats = fabric.all_reduce(stats, reduce_op="sum") / torch.tensor([fabric.world_size, 1, 1], device=stats.device)
+    loss, correct, count = stats.tolist()  # one sync per log interval, not per step
+    accuracy = correct / max(count, 1)
     tokens_per_sec = window["tokens"] / max(window["time"], 1e-9)
     lr = optimizer.param_groups[0]["lr"]
     metrics = {"train_loss": loss, "train_ppl": math.exp(min(loss, 50)), "mlm_accuracy": accuracy, "lr": lr,

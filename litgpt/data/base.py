@@ -140,8 +140,8 @@ class EpochLoader:
 
     The dataset is indexed with `(epoch, index)` keys when `pass_epoch=True` so an example's masking can be derived
     from (seed, epoch, index): the same batches come out whatever `num_workers` is, and a restored loader continues
-    exactly. Each rank takes every `world_size`-th example of the epoch's order; the order is first padded by
-    repeating its start (like `DistributedSampler`) so every rank gets the same number of batches.
+    exactly. Each rank takes every `world_size`-th micro-batch of the epoch's order; the order is first padded by
+    repeating its start (like `DistributedSampler`) so every rank gets the same number of full batches.
     `state_dict()` counts the examples this rank has consumed in the current epoch.
     """
 
@@ -165,7 +165,8 @@ class EpochLoader:
 
     @property
     def examples_per_rank(self) -> int:
-        return -(-len(self.indices) // self.world_size)
+        batches = -(-len(self.indices) // (self.batch_size * self.world_size))
+        return batches * self.batch_size
 
     def __len__(self) -> int:
         return -(-self.examples_per_rank // self.batch_size)
@@ -180,7 +181,10 @@ class EpochLoader:
             idx = [idx[i] for i in torch.randperm(len(idx), generator=g).tolist()]
         total = self.examples_per_rank * self.world_size
         idx = (idx * (-(-total // len(idx))))[:total]
-        return idx[self.rank::self.world_size]
+        # shard whole micro-batches: rank r takes batches r, r + W, ... of the global order, so W ranks with
+        # accumulation A see exactly the micro-batches one process with accumulation W * A would
+        batches = [idx[i:i + self.batch_size] for i in range(0, total, self.batch_size)]
+        return [i for batch in batches[self.rank::self.world_size] for i in batch]
 
     def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:
         from torch.utils.data import DataLoader
@@ -190,8 +194,13 @@ class EpochLoader:
         epoch = self.epoch
         order = self.order(epoch)[self.offset:]
         keys = [(epoch, i) for i in order] if self.pass_epoch else order
+        # a generator of its own: creating the iterator must not draw from the global RNG (dropout's), or a
+        # resumed run, which creates it at a different moment, would drift from an uninterrupted one
+        from litgpt.data.mlm import derive_seed
+
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch, -2))
         loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=keys, collate_fn=self.collate_fn,
-                            num_workers=self.num_workers)
+                            num_workers=self.num_workers, generator=generator)
         for batch in loader:
             self.offset += len(batch["input_ids"])
             yield batch

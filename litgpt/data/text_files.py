@@ -65,6 +65,7 @@ class _Tokenize:
         self.errors = errors
         self.split = split
         self.dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
+        self.parent_pid = os.getpid()
 
     def _units(self, task_index: int) -> Iterator[Tuple[str, bool, bool]]:
         """(text, first piece of its unit, last piece of its unit) for the selected units of the task."""
@@ -82,6 +83,10 @@ class _Tokenize:
                 first = False
 
     def __call__(self, task_index: int) -> Iterator[np.ndarray]:
+        if os.getpid() != self.parent_pid:
+            # a forked worker cannot use the parent's Rust thread pool (it would hang if the user forced
+            # TOKENIZERS_PARALLELISM=true); the workers are the parallelism, so tokenize serially in each
+            os.environ["TOKENIZERS_PARALLELISM"] = "false"
         if self.mode == "lines":
             yield from self._lines(task_index)
         else:

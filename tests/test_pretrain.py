@@ -1,0 +1,190 @@
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, run_cli
+
+from litgpt.config import Config
+
+
+def read_metrics(out_dir: Path):
+    files = sorted((out_dir / "logs").rglob("metrics.csv"))
+    assert files, f"no metrics.csv under {out_dir / 'logs'}"
+    with open(files[-1]) as fp:
+        return list(csv.DictReader(fp))
+
+
+def column(rows, name):
+    return [(int(r["step"]), float(r[name])) for r in rows if r.get(name) not in (None, "")]
+
+
+def pretrain_args(data_dir, out_dir, *extra):
+    return ["pretrain", "--model_name", "roberta-tiny", "--data_dir", data_dir, "--out_dir", out_dir,
+            "--train.global_batch_size", "8", "--train.micro_batch_size", "4", "--train.learning_rate", "2e-3",
+            "--train.lr_warmup_steps", "2", "--eval.max_iters", "4", *map(str, extra)]
+
+
+def test_seed_command_creates_data_and_checkpoints_and_loss_falls(tmp_path):
+    data_dir, out_dir = tmp_path / "test_data", tmp_path / "output"
+    # the seed command's flags, with a small model and token budget so it fits a CI run
+    proc = run_cli("pretrain", "--model_name", "roberta-tiny", "--data_dir", data_dir, "--out_dir", out_dir,
+                   "--train.global_batch_size", "32", "--train.micro_batch_size", "4",
+                   "--train.max_tokens", "6000", "--train.learning_rate", "3e-3", "--train.lr_warmup_steps", "2",
+                   "--train.save_interval", "4", "--eval.interval", "4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (data_dir / "test.txt").is_file()
+    assert "Created" in proc.stdout + proc.stderr
+    iters = sorted(out_dir.glob("iter-*.pt"))
+    assert iters and (out_dir / "best.pt").is_file()
+    for name in ("lit_model.pth", "model_config.yaml", "tokenizer.json", "tokenizer_config.json"):
+        assert (out_dir / "final" / name).is_file(), name
+    assert (out_dir / "hyperparameters.yaml").is_file()
+    assert not list(out_dir.rglob("*.tmp")), "temp files left behind"
+
+    rows = read_metrics(out_dir)
+    val = column(rows, "val_loss")
+    assert len(val) >= 3 and val[0][0] == 0
+    assert val[-1][1] < val[0][1] - 0.2, val
+    tokens = column(rows, "tokens")
+    assert tokens[-1][1] >= 6000
+    # final/ is a checkpoint dir other commands read directly
+    config = Config.from_file(out_dir / "final" / "model_config.yaml")
+    state = torch.load(out_dir / "final" / "lit_model.pth", weights_only=True)
+    assert state["roberta.wte.weight"].shape == (config.padded_vocab_size, config.n_embd)
+    best = torch.load(out_dir / "best.pt", weights_only=True)
+    assert abs(best["best_val_loss"] - min(v for step, v in val if step > 0)) < 1e-6
+
+
+def _final_weights(out_dir):
+    return torch.load(Path(out_dir) / "final" / "lit_model.pth", weights_only=True)
+
+
+def _max_diff(a, b):
+    assert a.keys() == b.keys()
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+def test_sigkill_then_resume_auto_is_exact(tmp_path):
+    data_dir = tmp_path / "data"
+    steps = ["--train.max_steps", "24", "--train.save_interval", "2", "--eval.interval", "6", "--seed", "7"]
+    full = tmp_path / "full"
+    proc = run_cli(*pretrain_args(data_dir, full, *steps))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "litgpt", *pretrain_args(data_dir, killed, *steps)]
+    child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "iter-4.pt").exists() and child.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert not (killed / "final").exists(), "the run finished before it could be killed"
+    saved = sorted(killed.glob("iter-*.pt"))
+    assert saved
+
+    proc = run_cli(*pretrain_args(data_dir, killed, *steps, "--resume", "auto"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Resumed from" in proc.stdout + proc.stderr
+    assert _max_diff(_final_weights(full), _final_weights(killed)) <= 1e-6
+    assert torch.load(killed / "iter-24.pt", weights_only=True)["tokens"] == \
+        torch.load(full / "iter-24.pt", weights_only=True)["tokens"]
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+    data_dir, out_dir = tmp_path / "data", tmp_path / "out"
+    cmd = [sys.executable, "-m", "litgpt", *pretrain_args(data_dir, out_dir, "--train.max_steps", "100000",
+                                                            "--train.save_interval", "1000", "--eval.interval", "1000")]
+    child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not (out_dir / "logs").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(2.0)
+    child.send_signal(signal.SIGTERM)
+    out, _ = child.communicate(timeout=120)
+    assert child.returncode == 0, out[-2000:]
+    saved = list(out_dir.glob("iter-*.pt"))
+    assert len(saved) == 1 and "SIGTERM" in out
+    assert not (out_dir / "final").exists()
+
+
+def test_ddp_two_processes_match_one(tmp_path):
+    config = Config.from_name("roberta-tiny", hidden_dropout=0.0, attention_dropout=0.0)
+    config.save(tmp_path / "model_config.yaml")
+    data_dir = tmp_path / "data"
+    common = ["--model_config", tmp_path / "model_config.yaml", "--data_dir", data_dir,
+              "--train.global_batch_size", "8", "--train.micro_batch_size", "2", "--train.max_steps", "5",
+              "--train.learning_rate", "2e-3", "--train.lr_warmup_steps", "2", "--train.log_interval", "1",
+              "--eval.interval", "1000", "--eval.initial_validation", "false", "--accelerator", "cpu"]
+    single = run_cli("pretrain", *common, "--out_dir", tmp_path / "one", "--devices", "1")
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp = run_cli("pretrain", *common, "--out_dir", tmp_path / "two", "--devices", "2", "--strategy", "ddp",
+                  "--tokenizer_dir", tmp_path / "one")
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one = column(read_metrics(tmp_path / "one"), "train_loss")
+    two = column(read_metrics(tmp_path / "two"), "train_loss")
+    assert len(one) == len(two) == 5
+    for (s1, l1), (s2, l2) in zip(one, two):
+        assert s1 == s2 and abs(l1 - l2) < 1e-4, (one, two)
+    assert _max_diff(_final_weights(tmp_path / "one"), _final_weights(tmp_path / "two")) < 1e-4
+
+
+def _cli_error(capsys, *args):
+    from litgpt.__main__ import main
+
+    with pytest.raises(SystemExit) as ex:
+        main([str(a) for a in args])
+    err = capsys.readouterr().err.strip()
+    return ex.value.code, err
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--train.micro_batch_size", "3"], "does not divide"),
+        (["--train.max_tokens", "10"], "smaller than one optimizer step"),
+        (["--train.micro_batch_size", "0"], "must be a positive integer"),
+        (["--train.global_batch_size", "-8"], "must be a positive integer"),
+        (["--precision", "fp12"], "--precision"),
+        (["--devices", "64"], "--devices 64"),
+        (["--resume", "auto"], "nothing to resume"),
+    ],
+)
+def test_bad_flags_fail_before_any_work(tmp_path, capsys, extra, message):
+    out_dir = tmp_path / "out"
+    args = pretrain_args(tmp_path / "data", out_dir, "--train.max_tokens", "100000", *extra)
+    code, err = _cli_error(capsys, *args)
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "data").exists() and not out_dir.exists()
+
+
+def test_unknown_model_and_unwritable_out_dir(tmp_path, capsys):
+    code, err = _cli_error(capsys, "pretrain", "--model_name", "roberta-huge", "--data_dir", tmp_path / "d",
+                           "--out_dir", tmp_path / "o", "--train.max_steps", "1")
+    assert code == 2 and "known names" in err.lower() and len(err.splitlines()) == 1
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    code, err = _cli_error(capsys, *pretrain_args(tmp_path / "d", a_file, "--train.max_steps", "1"))
+    assert code == 2 and "not a folder" in err and len(err.splitlines()) == 1
+    assert a_file.read_text() == "x"
+
+
+def test_checkpoint_from_another_config_is_refused(tmp_path, capsys):
+    data_dir, out_dir = tmp_path / "data", tmp_path / "out"
+    proc = run_cli(*pretrain_args(data_dir, out_dir, "--train.max_steps", "2", "--train.save_interval", "1"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before = {p: p.stat().st_mtime_ns for p in out_dir.rglob("*")}
+    args = pretrain_args(data_dir, out_dir, "--train.max_steps", "4", "--resume", "auto")
+    args[args.index("roberta-tiny")] = "roberta-mini"
+    code, err = _cli_error(capsys, *args)
+    assert code == 2 and "another config" in err and len(err.splitlines()) == 1, err
+    assert before == {p: p.stat().st_mtime_ns for p in out_dir.rglob("*")}
+    # an existing run is never overwritten without --resume
+    code, err = _cli_error(capsys, *pretrain_args(data_dir, out_dir, "--train.max_steps", "4"))
+    assert code == 2 and "already holds a run" in err
