@@ -70,7 +70,7 @@ def run_command(fn: Callable, args: Optional[List[str]], prog: str) -> None:
     """Runs `fn` through jsonargparse; a `UsageError` or a bad flag ends with one line on stderr and exit code 2."""
     from jsonargparse import CLI
 
-    from litgpt.utils import UsageError
+    from litgpt.utils import RunError, UsageError
 
     args = normalize_argv(fn, sys.argv[1:] if args is None else args)
     try:
@@ -78,6 +78,9 @@ def run_command(fn: Callable, args: Optional[List[str]], prog: str) -> None:
     except UsageError as ex:
         print(f"error: {ex}", file=sys.stderr)
         sys.exit(2)
+    except RunError as ex:
+        print(f"error: {ex}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

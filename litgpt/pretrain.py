@@ -22,7 +22,7 @@ from litgpt.checkpoint import iter_checkpoints, load_training_state
 from litgpt.config import Config, name_to_config
 from litgpt.data.base import DataModule
 from litgpt.model_roberta import RobertaForMaskedLM
-from litgpt.utils import UsageError, atomic_path, atomic_torch_save, atomic_write_text, check_writable_dir
+from litgpt.utils import RunError, UsageError, atomic_write_text, atomic_torch_save, check_writable_dir
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 # fields that must agree between a checkpoint and the model it is loaded into
@@ -261,7 +261,7 @@ def main(fabric, config: Config, data: DataModule, out_dir: Path, tokenizer_dir:
         fabric.print(f"Warning: --train.lr_warmup_steps {train.lr_warmup_steps} >= --train.max_steps {train.max_steps};"
                      " the learning rate never reaches its peak")
 
-    state = {"step": 0, "tokens": 0, "epoch": 0, "best_val_loss": math.inf}
+    state = {"step": 0, "tokens": 0, "epoch": 0, "best_val_loss": math.inf, "skipped_steps": 0}
     if resume_state is not None:
         model_raw = unwrap(model)
         model_raw.load_state_dict(resume_state["model"])
@@ -417,6 +417,7 @@ class StopRequested:
 def fit(fabric, model, optimizer, data, train_loader, val_loader, train: TrainArgs, eval: EvalArgs,
         state: Dict[str, Any], accumulation: int, out_dir: Path, config: Config, tokenizer, hparams) -> None:
     stop = StopRequested()
+    scaler = getattr(fabric.strategy.precision, "scaler", None)  # only with 16-mixed
     if eval.initial_validation and state["step"] == 0:
         val = validate(fabric, model, val_loader, eval)
         fabric.log_dict({"val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_ppl": val["ppl"]}, step=0)
@@ -452,8 +453,18 @@ def fit(fabric, model, optimizer, data, train_loader, val_loader, train: TrainAr
             window["loss"] += loss.detach() / accumulation
             window["correct"] += correct
             window["count"] += count
-        if train.max_norm:
-            fabric.clip_gradients(model, optimizer, max_norm=train.max_norm, error_if_nonfinite=False)
+        # the global gradient norm (clipped to max_norm when set) doubles as the NaN/inf guard: one sync per step
+        grad_norm = fabric.clip_gradients(model, optimizer, max_norm=train.max_norm or math.inf,
+                                          error_if_nonfinite=False)
+        if not math.isfinite(float(grad_norm)):
+            if scaler is None:
+                raise RunError(f"non-finite loss or gradient norm at step {state['step'] + 1}; stopped without"
+                               f" applying it. The last good checkpoint is the newest iter-*.pt in {out_dir}")
+            # mixed precision: the loss scaler skips this step and lowers its scale; log it and go on
+            state["skipped_steps"] += 1
+            fabric.print(f"step {state['step'] + 1}: non-finite gradients, the loss scaler skipped the update"
+                         f" ({state['skipped_steps']} skipped so far)")
+            fabric.log_dict({"skipped_steps": state["skipped_steps"]}, step=state["step"] + 1)
         lr = learning_rate(state["step"], state["tokens"], train)
         for group in optimizer.param_groups:
             group["lr"] = lr

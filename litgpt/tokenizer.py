@@ -318,18 +318,28 @@ def train_tokenizer_command(data_dir: Path, out_dir: Path, vocab_size: int = 800
         vocab_size: Size of the vocabulary, special tokens included (`<mask>` gets the last id).
         min_frequency: Merges seen fewer times than this are not learned.
     """
-    from litgpt.data.base import find_text_files, scan_text_file
+    from litgpt.data.base import find_text_files
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     files = find_text_files(data_dir, "data_dir")
-    if sum(scan_text_file(f, unit="line").num_units for f in files) == 0:
-        raise UsageError(f"data_dir {data_dir}: no text found in {len(files)} file(s)")
     check_writable_dir(out_dir, "out_dir")
     if out_dir.is_dir():
         foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in TOKENIZER_FILES)
         if foreign:
             raise UsageError(f"out_dir {out_dir}: not empty and not a tokenizer folder (holds {', '.join(foreign[:3])}"
                              f"{', ...' if len(foreign) > 3 else ''}); pick a new folder")
-    tokenizer = train_tokenizer(files, vocab_size=vocab_size, out_dir=out_dir, min_frequency=min_frequency)
+    count = 0
+
+    def texts() -> Iterator[str]:
+        nonlocal count
+        for text in _iter_training_texts(files):
+            count += 1
+            yield text
+
+    tokenizer = train_tokenizer(texts(), vocab_size=vocab_size, min_frequency=min_frequency)
+    if count == 0:
+        raise UsageError(f"data_dir {data_dir}: no text found in {len(files)} file(s)")
+    tokenizer.save(out_dir)
+    tokenizer = Tokenizer(out_dir)
     print(f"Trained a byte-level BPE tokenizer with {tokenizer.vocab_size} tokens on {len(files)} file(s); "
           f"saved to {out_dir}", file=sys.stderr)

@@ -17,6 +17,10 @@ class UsageError(Exception):
     """Bad input from the user: printed as one line and exits with code 2, no traceback."""
 
 
+class RunError(Exception):
+    """A run that cannot go on (e.g. a non-finite loss): printed as one line and exits with code 1."""
+
+
 @contextmanager
 def atomic_path(path: Union[str, Path]) -> Iterator[Path]:
     """Yields a temp path in the same folder; it is renamed onto `path` only if the block succeeds.

@@ -188,3 +188,32 @@ def test_checkpoint_from_another_config_is_refused(tmp_path, capsys):
     # an existing run is never overwritten without --resume
     code, err = _cli_error(capsys, *pretrain_args(data_dir, out_dir, "--train.max_steps", "4"))
     assert code == 2 and "already holds a run" in err
+
+
+def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    from litgpt.model_roberta import RobertaForMaskedLM
+
+    original = RobertaForMaskedLM.forward
+    calls = {"train": 0}
+
+    def forward(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        if self.training and kwargs.get("labels") is not None:
+            calls["train"] += 1
+            if calls["train"] > 8:  # micro-batches of step 5 onwards (accumulation 2)
+                loss, correct, count = out
+                return loss * float("nan"), correct, count
+        return out
+
+    monkeypatch.setattr(RobertaForMaskedLM, "forward", forward)
+    out_dir = tmp_path / "out"
+    code, err = _cli_error(capsys, *pretrain_args(tmp_path / "data", out_dir, "--train.max_steps", "10",
+                                                  "--train.save_interval", "2", "--eval.interval", "2"))
+    last = err.splitlines()[-1]
+    assert code == 1 and last.startswith("error: non-finite") and "step 5" in last, err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in out_dir.glob("iter-*.pt")) == ["iter-2.pt", "iter-4.pt"]
+    best = torch.load(out_dir / "best.pt", weights_only=True)
+    assert best["step"] <= 4
+    assert all(torch.isfinite(v).all() for v in best["model"].values())
+    assert not (out_dir / "final").exists()

@@ -20,7 +20,6 @@ loaders through `fabric.setup_dataloaders` (it would replace the sampler); move 
 
 import codecs
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -412,39 +411,70 @@ class _UnitState:
         yield from self._close()
 
 
-@dataclass
-class FileScan:
-    path: Path
-    size: int
-    mtime_ns: int
-    num_units: int = 0
-    # units for which `select(offset)` was true
-    num_selected: int = 0
-    # (start byte, end byte, first line number) pieces of the file that can be read independently
-    ranges: List[Tuple[int, int, int]] = field(default_factory=list)
-
-
-def scan_text_file(path: Union[str, Path], unit: str = "doc", errors: str = "strict",
-                   range_bytes: Optional[int] = None, select: Optional[Callable[[int], bool]] = None) -> FileScan:
-    """Reads a file once to validate it (UTF-8, JSON) and count its units (and those whose start offset passes
-    `select`); with `range_bytes`, also cuts it into byte ranges of about that size at unit boundaries, so several
-    workers can tokenize one big file."""
+def plan_ranges(path: Union[str, Path], unit: str = "doc", range_bytes: Optional[int] = None
+                ) -> List[Tuple[int, int, int]]:
+    """Cuts a file into `(start, end, first_line)` byte ranges of about `range_bytes` that begin at unit boundaries,
+    so several workers can read one big file with `iter_units(start=, end=, first_line=)`. Only a few lines around
+    each cut are read, plus a fast newline count for the line numbers; nothing is decoded or validated here."""
     path = Path(path)
-    stat = path.stat()
-    scan = FileScan(path=path, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
-    cuts = [(0, 1)]
-    last_offset = -1
-    for offset, line_no, _, _ in iter_units(path, unit=unit, errors=errors):
-        if offset != last_offset:
-            last_offset = offset
-            scan.num_units += 1
-            if select is not None and select(offset):
-                scan.num_selected += 1
-            if range_bytes and offset - cuts[-1][0] >= range_bytes:
-                cuts.append((offset, line_no))
-    scan.ranges = [(s, cuts[i + 1][0] if i + 1 < len(cuts) else stat.st_size, line)
-                   for i, (s, line) in enumerate(cuts)]
-    return scan
+    size = path.stat().st_size
+    if not range_bytes or size <= range_bytes:
+        return [(0, size, 1)]
+    if path.suffix == ".jsonl":
+        unit = "line"
+    cuts = [0]
+    with open(path, "rb") as fp:
+        target = range_bytes
+        while target < size:
+            cut, searched_to = _next_boundary(fp, target, unit, limit=64 * range_bytes)
+            if cut is not None and cuts[-1] < cut < size:
+                cuts.append(cut)
+            target = max(cut or 0, searched_to) + range_bytes
+        lines = [1]
+        for a, b in zip(cuts, cuts[1:]):
+            lines.append(lines[-1] + _count_newlines(fp, a, b))
+    return list(zip(cuts, cuts[1:] + [size], lines))
+
+
+def _read_line(fp) -> Tuple[bool, bool]:
+    """Reads one line in slices: (whether it had any bytes, whether it is blank)."""
+    blank, got = True, False
+    while True:
+        chunk = fp.readline(READ_BYTES)
+        if not chunk:
+            return got, blank
+        got = True
+        if blank and chunk.decode("utf-8", "replace").strip():
+            blank = False
+        if chunk.endswith(b"\n"):
+            return got, blank
+
+
+def _next_boundary(fp, pos: int, unit: str, limit: int) -> Tuple[Optional[int], int]:
+    """The first unit boundary at or after `pos` (None if none within `limit` bytes), and how far it looked."""
+    fp.seek(pos - 1)
+    _read_line(fp)  # the rest of the line holding byte pos - 1: the next line starts at or after pos
+    if unit == "line":
+        return fp.tell(), fp.tell()
+    while fp.tell() - pos < limit:
+        got, blank = _read_line(fp)
+        if not got:
+            return None, fp.tell()
+        if blank:  # the line after a blank line starts a document
+            return fp.tell(), fp.tell()
+    return None, fp.tell()
+
+
+def _count_newlines(fp, start: int, end: int) -> int:
+    fp.seek(start)
+    count, left = 0, end - start
+    while left > 0:
+        block = fp.read(min(left, 16 << 20))
+        if not block:
+            break
+        count += block.count(b"\n")
+        left -= len(block)
+    return count
 
 
 def split_for_tokenizer(text: str, max_chars: int) -> Tuple[str, str]:

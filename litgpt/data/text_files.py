@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from litdata import StreamingDataLoader, StreamingDataset, TokensLoader
 
-from litgpt.data.base import DataModule, FileScan, find_text_files, iter_units, scan_text_file, split_for_tokenizer
+from litgpt.data.base import DataModule, find_text_files, iter_units, plan_ranges, split_for_tokenizer
 from litgpt.data.mlm import MLMCollator, derive_seed
 from litgpt.utils import UsageError, atomic_write_text
 
@@ -45,6 +45,8 @@ PIECE_CHARS = 1 << 20
 # packed-mode chunk size, in tokens (each chunk drops its last partial block)
 CHUNK_TOKENS = 1 << 22
 LINE_CHARS_PER_TOKEN = 32
+# big files are cut into byte ranges of at least this size so several workers share them
+MIN_RANGE_BYTES = 1 << 20
 VAL_EPOCH = -1
 
 
@@ -57,8 +59,9 @@ class _Tokenize:
     """The function `litdata.optimize` runs in each worker: one byte range of one file -> arrays of token ids."""
 
     def __init__(self, tokenizer: Any, tasks: List[Tuple[str, str, int, int, int]], mode: str, block_size: int,
-                 errors: str, split: Optional[Tuple[str, float]]) -> None:
+                 errors: str, split: Optional[Tuple[str, float]], report_dir: Path) -> None:
         self.tokenizer = tokenizer
+        self.report_dir = report_dir
         self.tasks = tasks
         self.mode = mode
         self.block_size = block_size
@@ -79,6 +82,8 @@ class _Tokenize:
                 last_offset, first = offset, True
                 keep = self.split is None or in_val(key, offset, self.split[1]) == (self.split[0] == "val")
             if keep:
+                if first:
+                    self.units += 1
                 yield piece, first, last
                 first = False
 
@@ -87,10 +92,18 @@ class _Tokenize:
             # a forked worker cannot use the parent's Rust thread pool (it would hang if the user forced
             # TOKENIZERS_PARALLELISM=true); the workers are the parallelism, so tokenize serially in each
             os.environ["TOKENIZERS_PARALLELISM"] = "false"
-        if self.mode == "lines":
-            yield from self._lines(task_index)
-        else:
-            yield from self._packed(task_index)
+        self.units = self.tokens = 0
+        report: Dict[str, Any] = {}
+        try:
+            for array in (self._lines(task_index) if self.mode == "lines" else self._packed(task_index)):
+                self.tokens += len(array)
+                yield array
+        except Exception as ex:
+            # never raise into litdata: a failing worker can leave optimize hanging; the parent reports it
+            path = self.tasks[task_index][0]
+            report["error"] = str(ex) if isinstance(ex, UsageError) else f"{path}: {ex.__class__.__name__}: {ex}"
+        report.update(units=self.units, tokens=self.tokens)
+        atomic_write_text(self.report_dir / f"{task_index}.json", json.dumps(report))
 
     def _lines(self, task_index: int) -> Iterator[np.ndarray]:
         texts: List[str] = []
@@ -270,34 +283,20 @@ class TextFiles(DataModule):
         (root / MARKER).touch()
         for name in ("meta.json",):
             (root / name).unlink(missing_ok=True)
-        for name in ("train", "val", "train.tmp", "val.tmp"):
+        for name in ("train", "val", "train.tmp", "val.tmp", "train.reports", "val.reports"):
             shutil.rmtree(root / name, ignore_errors=True)
         self._build(root)
-
-    def _scan(self, files: List[Path], base: Path, flag: str, range_bytes: int, split: bool) -> List[FileScan]:
-        unit = "doc" if self.mode == "packed" else "line"
-        scans = []
-        for f in files:
-            key = self._key(f, base)
-            select = (lambda offset, key=key: in_val(key, offset, self.val_fraction)) if split else None
-            try:
-                scans.append(scan_text_file(f, unit=unit, errors=self.errors, range_bytes=range_bytes, select=select))
-            except UsageError as ex:
-                if "invalid UTF-8" in str(ex):
-                    raise UsageError(f"{ex}; fix the file or pass --data.errors replace") from None
-                raise
-        if sum(s.num_units for s in scans) == 0:
-            raise UsageError(f"{flag} {getattr(self, flag.split('.')[-1])}: no text found in {len(files)} file(s)")
-        return scans
 
     @staticmethod
     def _key(path: Path, base: Path) -> str:
         return path.name if base.is_file() else path.relative_to(base).as_posix()
 
-    def _tasks(self, scans: List[FileScan], base: Path) -> List[Tuple[str, str, int, int, int]]:
+    def _tasks(self, files: List[Path], base: Path, range_bytes: int) -> List[Tuple[str, str, int, int, int]]:
+        unit = "doc" if self.mode == "packed" else "line"
         tasks = []
-        for s in scans:
-            tasks.extend((str(s.path), self._key(s.path, base), start, end, line) for start, end, line in s.ranges)
+        for f in files:
+            key = self._key(f, base)
+            tasks.extend((str(f), key, start, end, line) for start, end, line in plan_ranges(f, unit, range_bytes))
         return tasks
 
     def _build(self, root: Path) -> None:
@@ -306,31 +305,45 @@ class TextFiles(DataModule):
         t0 = time.perf_counter()
         train_files, val_files = self._files()
         workers = max(1, self.num_workers)
-        total = sum(f.stat().st_size for f in train_files)
-        range_bytes = max(1 << 20, total // (workers * 8) + 1)
-        split = val_files is None
-        train_scans = self._scan(train_files, self.train_data_path, "--data.train_data_path", range_bytes, split)
-        train_tasks = self._tasks(train_scans, self.train_data_path)
+        total = sum(f.stat().st_size for f in train_files + (val_files or []))
+        range_bytes = max(MIN_RANGE_BYTES, total // (workers * 8) + 1)
+        train_tasks = self._tasks(train_files, self.train_data_path, range_bytes)
         if val_files is not None:
-            val_scans = self._scan(val_files, self.val_data_path, "--data.val_data_path", range_bytes, False)
-            splits = {"train": (train_tasks, None), "val": (self._tasks(val_scans, self.val_data_path), None)}
+            val_tasks = self._tasks(val_files, self.val_data_path, range_bytes)
+            splits = {"train": (train_tasks, None), "val": (val_tasks, None)}
         else:
-            if sum(s.num_selected for s in train_scans) == 0:
-                raise UsageError(f"--data.val_fraction {self.val_fraction}: no document of {self.train_data_path} "
-                                 "fell in the validation split; raise it or give --data.val_data_path")
             splits = {"train": (train_tasks, ("train", self.val_fraction)),
                       "val": (train_tasks, ("val", self.val_fraction))}
+        stats = {}
         for name, (tasks, split) in splits.items():
-            fn = _Tokenize(self.tokenizer, tasks, self.mode, self.max_seq_length, self.errors, split)
-            tmp = root / f"{name}.tmp"
+            tmp, reports = root / f"{name}.tmp", root / f"{name}.reports"
+            reports.mkdir()
+            fn = _Tokenize(self.tokenizer, tasks, self.mode, self.max_seq_length, self.errors, split, reports)
             kwargs = dict(chunk_size=CHUNK_TOKENS, item_loader=TokensLoader()) if self.mode == "packed" else dict(
                 chunk_bytes="64MB")
             optimize(fn=fn, inputs=list(range(len(tasks))), output_dir=str(tmp), num_workers=min(workers, len(tasks)),
                      keep_data_ordered=True, verbose=False, start_method=_start_method(), **kwargs)
-            if not (tmp / "index.json").is_file():
-                raise UsageError(f"{name} split produced no data; check the input text")
+            results = [json.loads((reports / f"{i}.json").read_text()) if (reports / f"{i}.json").is_file()
+                       else {"error": f"{tasks[i][0]}: the tokenizer worker stopped without a report"}
+                       for i in range(len(tasks))]
+            shutil.rmtree(reports)
+            errors = [r["error"] for r in results if "error" in r]
+            if errors:
+                shutil.rmtree(tmp, ignore_errors=True)
+                hint = "; fix the file or pass --data.errors replace" if "invalid UTF-8" in errors[0] else ""
+                raise UsageError(errors[0] + hint)
+            units, tokens = sum(r["units"] for r in results), sum(r["tokens"] for r in results)
+            if units == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if name == "val" and val_files is None:
+                    raise UsageError(f"--data.val_fraction {self.val_fraction}: no document of {self.train_data_path}"
+                                     " fell in the validation split; raise it or give --data.val_data_path")
+                where = self.train_data_path if name == "train" else self.val_data_path
+                raise UsageError(f"--data.{name}_data_path {where}: no text found in "
+                                 f"{len(train_files if name == 'train' else val_files)} file(s)")
             os.replace(tmp, root / name)
-        meta = {"key": self._meta_cache, "seconds": round(time.perf_counter() - t0, 3)}
+            stats[name] = {"documents" if self.mode == "packed" else "lines": units, "tokens": tokens}
+        meta = {"key": self._meta_cache, "stats": stats, "seconds": round(time.perf_counter() - t0, 3)}
         atomic_write_text(root / "meta.json", json.dumps(meta, indent=1))
 
     # ---- loading --------------------------------------------------------------------------------------------
@@ -368,8 +381,9 @@ class TextFiles(DataModule):
                                           random_replace_prob=self.random_replace_prob)
 
     def _make_train_loader(self) -> StreamingDataLoader:
+        # whole batches only: litdata counts every batch as full when it saves the position
         return StreamingDataLoader(self._dataset("train"), batch_size=self.batch_size, num_workers=self.num_workers,
-                                   collate_fn=self._collator())
+                                   collate_fn=self._collator(), drop_last=True)
 
     def val_dataloader(self) -> StreamingDataLoader:
         """Validation batches in a fixed order with fixed masks."""
