@@ -9,7 +9,8 @@ Speed choices (see `benchmarks/compare_hf.py`):
 - the attention mask is built once per batch, not once per layer;
 - with padded batches, the token-wise layers (projections, FFN, LayerNorm) only run on real tokens:
   they are gathered once, and scattered into the padded layout only around attention;
-- the MLM loss path runs the LM head only at the labelled positions, never materialising [B, T, V].
+- the MLM loss path runs the LM head only at the labelled positions, never materialising [B, T, V];
+- the classifier reads only `<s>`, so the last block only computes that token.
 """
 
 from typing import Optional, Tuple, Union
@@ -47,9 +48,12 @@ class RobertaModel(nn.Module):
         causal: bool = False,
         token_type_ids: Optional[torch.Tensor] = None,
         unpad: bool = False,
+        first_token_only: bool = False,
     ) -> torch.Tensor:
         """`attention_mask` is 1 for real tokens and 0 for padding. With `unpad=True` the token-wise layers skip
-        padding; the hidden states at pad positions are then zeros instead of values nobody should read."""
+        padding; the hidden states at pad positions are then zeros instead of values nobody should read.
+        With `first_token_only=True` the last block only computes the first token (`<s>`), all a classifier
+        reads: the output is `[B, 1, n_embd]`."""
         B, T = input_ids.shape
         if T > self.config.block_size:
             raise ValueError(f"Sequence length {T} exceeds the model's {self.config.block_size} positions")
@@ -65,15 +69,18 @@ class RobertaModel(nn.Module):
         mask = build_attention_mask(attention_mask, causal, T, x.device)
         is_causal = causal and mask is None
 
+        blocks = self.h[:-1] if first_token_only else self.h
         if unpad and attention_mask is not None:
             keep = attention_mask.reshape(-1).nonzero().squeeze(1)
             x = x.reshape(B * T, -1).index_select(0, keep)
-            for block in self.h:
+            for block in blocks:
                 x = block(x, mask, is_causal, keep, (B, T))
-            return x.new_zeros(B * T, x.size(-1)).index_copy_(0, keep, x).view(B, T, -1)
-
-        for block in self.h:
-            x = block(x, mask, is_causal)
+            x = x.new_zeros(B * T, x.size(-1)).index_copy_(0, keep, x).view(B, T, -1)
+        else:
+            for block in blocks:
+                x = block(x, mask, is_causal)
+        if first_token_only:
+            x = self.h[-1].first_token(x, mask)
         return x
 
 
@@ -109,6 +116,11 @@ class Block(nn.Module):
         x = self.norm_1(x + self.drop(self.attn(x, mask, is_causal, keep, padded_shape)))
         return self.norm_2(x + self.drop(self.mlp(x)))
 
+    def first_token(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """The block's output at position 0 only: keys and values still come from every token."""
+        x0 = self.norm_1(x[:, :1] + self.drop(self.attn.first_query(x, mask)))
+        return self.norm_2(x0 + self.drop(self.mlp(x0)))
+
 
 class SelfAttention(nn.Module):
     def __init__(self, config: Config) -> None:
@@ -142,6 +154,16 @@ class SelfAttention(nn.Module):
         if keep is not None:
             y = y.reshape(B * T, -1).index_select(0, keep)
         return self.proj(y)
+
+
+    def first_query(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        B, T, C = x.shape
+        q = F.linear(x[:, :1], self.qkv.weight[:C], self.qkv.bias[:C])
+        kv = F.linear(x, self.qkv.weight[C:], self.qkv.bias[C:])
+        q = q.view(B, 1, self.n_head, self.head_size).transpose(1, 2)
+        k, v = kv.view(B, T, 2, self.n_head, self.head_size).permute(2, 0, 3, 1, 4).unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(y.transpose(1, 2).reshape(B, 1, C))
 
 
 class MLP(nn.Module):
@@ -268,7 +290,7 @@ class RobertaForSequenceClassification(_RobertaPreTrained):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Returns logits `[B, num_labels]`."""
-        hidden = self.roberta(input_ids, attention_mask, unpad=True)
+        hidden = self.roberta(input_ids, attention_mask, unpad=True, first_token_only=True)
         return self.classifier(hidden)
 
 

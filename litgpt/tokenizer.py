@@ -178,7 +178,10 @@ class Tokenizer:
         texts = list(texts)
         if not all(isinstance(t, str) for t in texts):
             raise TypeError("encode_batch expects a sequence of str")
-        return [e.ids for e in self._backend(max_length).encode_batch(texts, add_special_tokens=add_special_tokens)]
+        backend = self._backend(max_length)
+        # encode_batch_fast (tokenizers >= 0.20) skips the offsets; the ids are the same
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+        return [e.ids for e in encode(texts, add_special_tokens=add_special_tokens)]
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
         if hasattr(ids, "tolist"):

@@ -316,6 +316,7 @@ class TextFiles(DataModule):
                       "val": (train_tasks, ("val", self.val_fraction))}
         stats = {}
         for name, (tasks, split) in splits.items():
+            t1 = time.perf_counter()
             tmp, reports = root / f"{name}.tmp", root / f"{name}.reports"
             reports.mkdir()
             fn = _Tokenize(self.tokenizer, tasks, self.mode, self.max_seq_length, self.errors, split, reports)
@@ -342,7 +343,8 @@ class TextFiles(DataModule):
                 raise UsageError(f"--data.{name}_data_path {where}: no text found in "
                                  f"{len(train_files if name == 'train' else val_files)} file(s)")
             os.replace(tmp, root / name)
-            stats[name] = {"documents" if self.mode == "packed" else "lines": units, "tokens": tokens}
+            stats[name] = {"documents" if self.mode == "packed" else "lines": units, "tokens": tokens,
+                           "seconds": round(time.perf_counter() - t1, 3)}
         meta = {"key": self._meta_cache, "stats": stats, "seconds": round(time.perf_counter() - t0, 3)}
         atomic_write_text(root / "meta.json", json.dumps(meta, indent=1))
 
