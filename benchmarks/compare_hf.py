@@ -119,12 +119,10 @@ def make_step(impl: str, model, case: dict, batch, device: str, precision: str):
     kind = case["kind"]
     if kind == "train":
         model.train()
-        # ours: AdamW's foreach path; HF: torch's AdamW as HF's Trainer uses it on this device ("adamw_torch")
-        kwargs = {"foreach": True} if impl == "ours" else {}
-        if device.startswith("cuda"):
-            kwargs = {"fused": True}
+        # both sides: the fused AdamW kernel, which is also HF Trainer's default optimizer with torch >= 2.8
+        # ("adamw_torch_fused") and what `litgpt pretrain` uses
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01,
-                                      **kwargs)
+                                      fused=True)
 
         def step():
             with autocast:

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # as the litgpt CLI does
 
 
 def generate(folder: Path, megabytes: float, seed: int = 0) -> None:
@@ -96,7 +96,6 @@ def main() -> None:
         optimize_s = time.perf_counter() - t
         data.setup()
         loader = data.train_dataloader()
-        n_blocks = len(loader.dataset)
         print(f"corpus: {len(files)} files, {mb:.1f} MB; tokenizer vocab {tokenizer.vocab_size}; "
               f"{args.num_workers} workers; {os.cpu_count()} CPUs")
         stats = json.loads((work / "cache" / "meta.json").read_text())["stats"]

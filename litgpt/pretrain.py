@@ -22,7 +22,7 @@ from litgpt.checkpoint import iter_checkpoints, load_training_state
 from litgpt.config import Config, name_to_config
 from litgpt.data.base import DataModule
 from litgpt.model_roberta import RobertaForMaskedLM
-from litgpt.utils import RunError, UsageError, atomic_write_text, atomic_torch_save, check_writable_dir
+from litgpt.utils import RunError, UsageError, atomic_torch_save, atomic_write_text, check_writable_dir, make_adamw
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 # fields that must agree between a checkpoint and the model it is loaded into
@@ -251,7 +251,8 @@ def main(fabric, config: Config, data: DataModule, out_dir: Path, tokenizer_dir:
     if compile:
         model = torch.compile(model)
     model = fabric.setup_module(model)
-    optimizer = fabric.setup_optimizers(make_optimizer(model, train, fabric.device))
+    optimizer = fabric.setup_optimizers(make_adamw(model, train.learning_rate, train.weight_decay, fabric.device,
+                                                   betas=(train.beta1, train.beta2), eps=train.adam_eps))
     world = fabric.world_size
     accumulation = train.global_batch_size // (train.micro_batch_size * world)
     if accumulation * train.micro_batch_size * world != train.global_batch_size:
@@ -347,18 +348,6 @@ def unwrap(model):
     model = getattr(model, "_forward_module", model)
     model = getattr(model, "module", model) if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
     return getattr(model, "_orig_mod", model)
-
-
-def make_optimizer(model, train: TrainArgs, device) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        # RoBERTa: no weight decay on biases and LayerNorm weights
-        (no_decay if param.ndim < 2 else decay).append(param)
-    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    kwargs = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    return torch.optim.AdamW(groups, lr=train.learning_rate, betas=(train.beta1, train.beta2), eps=train.adam_eps, **kwargs)
 
 
 def learning_rate(step: int, tokens: int, train: TrainArgs) -> float:

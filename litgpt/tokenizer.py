@@ -38,7 +38,8 @@ def _read_json(path: Path) -> Any:
         with open(path, encoding="utf-8") as fp:
             return json.load(fp)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as ex:
-        raise UsageError(f"{path}: not a readable JSON file ({ex.__class__.__name__}: {str(ex).splitlines()[0]})") from None
+        reason = str(ex).splitlines()[0][:200] if str(ex) else ""
+        raise UsageError(f"{path}: not a readable JSON file ({ex.__class__.__name__}: {reason})") from None
 
 
 def _bpe_kwargs() -> Dict[str, Any]:
@@ -76,7 +77,8 @@ class Tokenizer:
             try:
                 backend = HFTokenizer.from_file(str(tokenizer_json))
             except Exception as ex:  # tokenizers raises a bare Exception for malformed files
-                raise UsageError(f"{tokenizer_json}: not a readable tokenizer file ({str(ex).splitlines()[0][:200]})") from None
+                reason = str(ex).splitlines()[0][:200] if str(ex) else ex.__class__.__name__
+                raise UsageError(f"{tokenizer_json}: not a readable tokenizer file ({reason})") from None
             source = tokenizer_json
         elif vocab_json.is_file() and merges_txt.is_file():
             vocab = _read_json(vocab_json)
@@ -85,8 +87,9 @@ class Tokenizer:
             try:
                 merges_txt.read_text(encoding="utf-8")
                 model = BPE.from_file(str(vocab_json), str(merges_txt), **_bpe_kwargs())
-            except (OSError, UnicodeDecodeError, Exception) as ex:
-                raise UsageError(f"{merges_txt}: not a readable merges file ({str(ex).splitlines()[0][:200]})") from None
+            except Exception as ex:  # OSError, UnicodeDecodeError, or tokenizers' bare Exception
+                reason = str(ex).splitlines()[0][:200] if str(ex) else ex.__class__.__name__
+                raise UsageError(f"{merges_txt}: not a readable merges file ({reason})") from None
             backend = HFTokenizer(model)
             backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
             backend.decoder = decoders.ByteLevel()

@@ -1,14 +1,13 @@
 """Masking statistics and reproducibility, the collator, TestMLMDataset (and a user subclass) and TestData."""
 
 import io
-from pathlib import Path
 
 import pytest
 import torch
 
 from litgpt.data.mlm import IGNORE_INDEX, MLMCollator, MLMMasker, example_generator, mask_tokens
 from litgpt.data.test_data import TestData, TestMLMDataset, demo_sentences, split_distinct
-from litgpt.tokenizer import Tokenizer, train_tokenizer
+from litgpt.tokenizer import train_tokenizer
 from litgpt.utils import UsageError
 
 
@@ -261,13 +260,15 @@ def test_exact_resume_and_worker_independence(tokenizer, tmp_path):
         resumed.train_dataloader()
         resumed.load_state_dict(state)  # after the loader exists, as the pretraining loop does
         it, rest = iter(resumed.train_dataloader()), []
-        while len(rest) < len(batches) - cut:
+        for _ in range(3 * len(batches)):  # bounded, in case a loader stopped yielding
+            if len(rest) == len(batches) - cut:
+                break
             batch = next(it, None)
             if batch is None:  # end of epoch: the loop calls iter() again
                 it = iter(resumed.train_dataloader())
                 continue
             rest.append(batch)
-        assert same_batches(rest, batches[cut:]), cut
+        assert len(rest) == len(batches) - cut and same_batches(rest, batches[cut:]), cut
     # state loaded before the loader is created, and worker processes: the same batches
     resumed = make_data(tokenizer, tmp_path, num_workers=2)
     resumed.load_state_dict(states[5])
@@ -290,3 +291,14 @@ def test_ranks_get_disjoint_shards(tokenizer, tmp_path):
     assert len(rows[0]) == len(rows[1]) == len(orders[0])
     val = [[tuple(x.tolist()) for b in s.val_dataloader() for x in b["input_ids"]] for s in shards]
     assert len(val[0]) == len(val[1])
+
+
+def test_loaders_leave_the_global_rng_alone(tokenizer, tmp_path):
+    # a resumed run starts its iterators at other moments than an uninterrupted one: they must not shift dropout
+    data = make_data(tokenizer, tmp_path, num_workers=1)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    next(iter(data.train_dataloader()))
+    list(data.val_dataloader())
+    assert torch.equal(torch.rand(3), expected)

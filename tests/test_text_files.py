@@ -133,9 +133,10 @@ def test_lines_mode(tokenizer, tmp_path):
     assert max(map(len, rows)) == 32 and b["input_ids"].shape[1] <= 32
 
 
-def test_exact_resume(tokenizer, tmp_path):
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_exact_resume(tokenizer, tmp_path, num_workers):
     write_corpus(tmp_path / "corpus")
-    reference = make(tokenizer, tmp_path / "corpus", tmp_path / "cache")
+    reference = make(tokenizer, tmp_path / "corpus", tmp_path / "cache", num_workers=num_workers)
     loader = reference.train_dataloader()
     batches, states = [], {}
     for epoch in range(2):
@@ -145,21 +146,37 @@ def test_exact_resume(tokenizer, tmp_path):
     per_epoch = len(batches) // 2
     first, second = batches[:per_epoch], batches[per_epoch:]
     assert not all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(first, second))  # reshuffled/masked
-    for cut in (3, per_epoch + 2):
+    for cut in (3, per_epoch, per_epoch + 2):  # mid-epoch, at the end of an epoch, in the next one
         buffer = io.BytesIO()
         torch.save(states[cut], buffer)
         buffer.seek(0)
-        resumed = make(tokenizer, tmp_path / "corpus", tmp_path / "cache")
+        resumed = make(tokenizer, tmp_path / "corpus", tmp_path / "cache", num_workers=num_workers)
         resumed.train_dataloader()
         resumed.load_state_dict(torch.load(buffer, weights_only=True))
-        end = per_epoch if cut < per_epoch else 2 * per_epoch
-        rest = list(resumed.train_dataloader())
-        assert len(rest) == end - cut
-        for a, b in zip(rest, batches[cut:end]):
+        # what the pretraining loop does: next(); at the end of an epoch, iter() again
+        it, rest = iter(resumed.train_dataloader()), []
+        for _ in range(3 * len(batches)):  # bounded, in case a loader stopped yielding
+            if len(rest) == len(batches) - cut:
+                break
+            batch = next(it, None)
+            if batch is None:
+                it = iter(resumed.train_dataloader())
+                continue
+            rest.append(batch)
+        assert len(rest) == len(batches) - cut
+        for a, b in zip(rest, batches[cut:]):
             assert all(torch.equal(a[k], b[k]) for k in a)
-        if cut < per_epoch:  # and the next epoch continues identically
-            nxt = list(resumed.train_dataloader())
-            assert all(torch.equal(a[k], b[k]) for a, b in zip(nxt, second) for k in a)
+
+
+def test_loaders_leave_the_global_rng_alone(tokenizer, tmp_path):
+    write_corpus(tmp_path / "corpus")
+    data = make(tokenizer, tmp_path / "corpus", tmp_path / "cache", num_workers=1)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    next(iter(data.train_dataloader()))
+    list(data.val_dataloader())
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_cache_reused_and_rebuilt(tokenizer, tmp_path):
@@ -320,3 +337,25 @@ def test_ranks_read_disjoint_shards(tokenizer, tmp_path):
         seen.append([item["index"] for item in ds])
     assert seen[0] and seen[1] and not set(seen[0]) & set(seen[1])
     assert abs(len(seen[0]) - len(seen[1])) <= 1
+
+
+def test_huge_line_memory_is_bounded(tokenizer, tmp_path, monkeypatch):
+    import tracemalloc
+
+    for module, name in ((base, "READ_BYTES"), (text_files, "PIECE_CHARS"), (text_files, "BATCH_CHARS")):
+        monkeypatch.setattr(module, name, 1 << 14)
+    rng = random.Random(3)
+    path = tmp_path / "one_line.txt"
+    with open(path, "w", encoding="utf-8") as fp:  # ~3 MB, no newline
+        while fp.tell() < 3_000_000:
+            fp.write(" ".join(rng.sample(demo_lines(), 20)) + " ")
+    size = path.stat().st_size
+    for mode, expected_tokens in (("packed", None), ("lines", 32)):
+        fn = text_files._Tokenize(tokenizer, [(str(path), path.name, 0, size, 1)], mode, 32, "strict", None, tmp_path)
+        tracemalloc.start()
+        tokens = sum(len(array) for array in fn(0))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < size / 3, (mode, peak)  # slices, never the whole line (bounded by the buffer sizes)
+        assert tokens > size / 10 if mode == "packed" else tokens == expected_tokens
+        assert json.loads((tmp_path / "0.json").read_text()) == {"units": 1, "tokens": tokens}

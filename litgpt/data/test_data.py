@@ -120,7 +120,8 @@ def _resolve_class(spec: Any) -> type:
         try:
             cls = getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError, ValueError):
-            raise UsageError(f"--data.dataset_class {spec}: cannot import it (expected 'package.module.ClassName')") from None
+            raise UsageError(f"--data.dataset_class {spec}: cannot import it (expected 'package.module.ClassName')"
+                             ) from None
         if isinstance(cls, type) and issubclass(cls, Dataset):
             return cls
     raise UsageError(f"--data.dataset_class {spec!r}: expected a TestMLMDataset subclass or its import path")
@@ -206,8 +207,9 @@ class TestData(DataModule):
             return None
         per_rank = -(-len(self.val_indices) // self.world_size)
         order = (self.val_indices * self.world_size)[: per_rank * self.world_size][self.rank::self.world_size]
+        # its own generator, so evaluating never draws from the global RNG (see EpochLoader)
         return DataLoader(self.dataset, batch_size=self.batch_size, sampler=order, collate_fn=self._collator(),
-                          num_workers=self.num_workers)
+                          num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed))
 
 
 def split_distinct(examples: List[torch.Tensor], val_split: float, seed: int) -> Tuple[List[int], List[int]]:

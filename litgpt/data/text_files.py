@@ -11,8 +11,11 @@ Validation is `val_data_path` when given, else the documents (lines) whose hash 
 tokenizer, the mode and the split; a matching cache is reused, anything else is rebuilt. Files are read in slices,
 long documents are tokenized in pieces cut where tokenization is unaffected, and lines-mode lines are cut to
 `32 * max_seq_length` characters before tokenizing, so a huge single line never has to fit in memory.
+Bad input (invalid UTF-8, NUL bytes, broken JSON) stops the build with a UsageError naming file and line; the
+workers report errors through files instead of raising, since a raising litdata worker can leave `optimize` hanging.
 Resuming: the loader's position is litdata's `StreamingDataLoader.state_dict()`; masks come from
-(seed, epoch, block index), so a restored loader continues with exactly the batches an uninterrupted run would see.
+(seed, epoch, block index), so a restored loader continues with exactly the batches an uninterrupted run would see
+(with the same batch size, num_workers and number of devices). The train loader yields whole batches only.
 DDP: litdata gives every rank its own shard (it reads the world from `torch.distributed`).
 """
 
@@ -41,7 +44,7 @@ CACHE_VERSION = 1
 MARKER = ".litgpt_text_files"
 # tokenization batches and pieces of long documents, in characters
 BATCH_CHARS = 1 << 18
-PIECE_CHARS = 1 << 20
+PIECE_CHARS = 1 << 18
 # packed-mode chunk size, in tokens (each chunk drops its last partial block)
 CHUNK_TOKENS = 1 << 22
 LINE_CHARS_PER_TOKEN = 32
@@ -148,15 +151,15 @@ class _Tokenize:
 
     def _encode_segments(self, segments: List[Tuple[str, bool, bool]]) -> np.ndarray:
         tok = self.tokenizer
-        encoded = tok.encode_batch([s[0] for s in segments], add_special_tokens=False)
-        out: List[int] = []
-        for (_, starts, ends), ids in zip(segments, encoded):
+        bos, eos = np.asarray([tok.bos_id], dtype=self.dtype), np.asarray([tok.eos_id], dtype=self.dtype)
+        parts: List[np.ndarray] = []
+        for (_, starts, ends), ids in zip(segments, tok.encode_batch([s[0] for s in segments], add_special_tokens=False)):
             if starts:
-                out.append(tok.bos_id)
-            out.extend(ids)
+                parts.append(bos)
+            parts.append(np.asarray(ids, dtype=self.dtype))
             if ends:
-                out.append(tok.eos_id)
-        return np.asarray(out, dtype=self.dtype)
+                parts.append(eos)
+        return np.concatenate(parts)
 
 
 class _IndexedStreamingDataset(StreamingDataset):
@@ -218,6 +221,11 @@ class TextFiles(DataModule):
             raise UsageError(f"--data.num_workers {self.num_workers}: expected >= 0")
         self._train_loader = None
         self._root: Optional[Path] = None
+
+    def connect(self, *args: Any, **kwargs: Any) -> None:
+        super().connect(*args, **kwargs)
+        self._root = None  # the cache key depends on the tokenizer and, in lines mode, the block size
+        self._train_loader = None
 
     # ---- the cache ------------------------------------------------------------------------------------------
     def _files(self) -> Tuple[List[Path], Optional[List[Path]]]:
@@ -331,8 +339,10 @@ class TextFiles(DataModule):
             errors = [r["error"] for r in results if "error" in r]
             if errors:
                 shutil.rmtree(tmp, ignore_errors=True)
-                hint = "; fix the file or pass --data.errors replace" if "invalid UTF-8" in errors[0] else ""
-                raise UsageError(errors[0] + hint)
+                message = errors[0]
+                if "invalid UTF-8" in message:
+                    message = message.replace("; expected UTF-8 text", "") + "; fix the file or pass --data.errors replace"
+                raise UsageError(message)
             units, tokens = sum(r["units"] for r in results), sum(r["tokens"] for r in results)
             if units == 0:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -364,6 +374,9 @@ class TextFiles(DataModule):
                 raise UsageError(f"the {name} split has no {'block' if self.mode == 'packed' else 'sequence'} "
                                  f"of {self.max_seq_length} tokens; add text or lower max_seq_length")
         self._train_loader = None
+        if len(self._make_train_loader()) == 0:
+            raise UsageError(f"the train split ({len(self._dataset('train'))} sequences) does not fill one batch of "
+                             f"{self.batch_size} per worker and rank; add text or lower the batch size")
 
     def tokenizer_training_texts(self) -> List[Path]:
         return self._files()[0]
@@ -383,11 +396,13 @@ class TextFiles(DataModule):
                                           random_replace_prob=self.random_replace_prob)
 
     def _make_train_loader(self) -> StreamingDataLoader:
-        # whole batches only: litdata counts every batch as full when it saves the position
+        # whole batches only: litdata counts every batch as full when it saves the position. Its own generator:
+        # starting an iterator must not draw from the global RNG, or a resumed run's dropout would drift
         return StreamingDataLoader(self._dataset("train"), batch_size=self.batch_size, num_workers=self.num_workers,
-                                   collate_fn=self._collator(), drop_last=True)
+                                   collate_fn=self._collator(), drop_last=True,
+                                   generator=torch.Generator().manual_seed(self.seed))
 
     def val_dataloader(self) -> StreamingDataLoader:
         """Validation batches in a fixed order with fixed masks."""
         return StreamingDataLoader(self._dataset("val"), batch_size=self.batch_size, num_workers=self.num_workers,
-                                   collate_fn=self._collator())
+                                   collate_fn=self._collator(), generator=torch.Generator().manual_seed(self.seed))

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from litgpt.config import Config, name_to_config
 from litgpt.data.classification import ClassificationData, load_classification_data, make_dataloader, tokenize_split
 from litgpt.model_roberta import RobertaForSequenceClassification
-from litgpt.utils import UsageError, atomic_torch_save, atomic_write_text, check_writable_dir, safe_torch_load
+from litgpt.utils import (UsageError, atomic_torch_save, atomic_write_text, check_writable_dir, make_adamw,
+                          safe_torch_load)
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 # RoBERTa's position table: no released RoBERTa reads more than this many tokens
@@ -382,7 +383,7 @@ def main(fabric, args: Dict[str, Any], data: ClassificationData, config: Config,
     model = RobertaForSequenceClassification(config, config.num_labels)
     if weights is not None:
         load_weights(model, weights, source)
-    optimizer = make_optimizer(model, args["learning_rate"], args["weight_decay"], fabric.device)
+    optimizer = make_adamw(model, args["learning_rate"], args["weight_decay"], fabric.device)
     steps_per_epoch = len(train_loader)
     scheduler = make_scheduler(optimizer, steps_per_epoch * args["num_epochs"], args["warmup_ratio"])
     model, optimizer = fabric.setup(model, optimizer)
@@ -422,17 +423,6 @@ def load_weights(model: RobertaForSequenceClassification, state: Dict[str, torch
         check_state_dict(module, part, source)
         if not check_only:
             module.load_state_dict(part)
-
-
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            # biases and LayerNorm weights (every 1-d parameter) get no weight decay
-            (no_decay if param.ndim < 2 else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    kwargs = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    return torch.optim.AdamW(groups, lr=lr, **kwargs)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float):
