@@ -10,7 +10,8 @@ Speed choices (see `benchmarks/compare_hf.py`):
 - with padded batches, the token-wise layers (projections, FFN, LayerNorm) only run on real tokens:
   they are gathered once, and scattered into the padded layout only around attention;
 - the MLM loss path runs the LM head only at the labelled positions, never materialising [B, T, V];
-- the classifier reads only `<s>`, so the last block only computes that token.
+- the last block only computes the positions that are read: the masked ones for the MLM loss, `<s>` for a
+  classifier.
 """
 
 from typing import Optional, Tuple, Union
@@ -48,12 +49,13 @@ class RobertaModel(nn.Module):
         causal: bool = False,
         token_type_ids: Optional[torch.Tensor] = None,
         unpad: bool = False,
-        first_token_only: bool = False,
+        output_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """`attention_mask` is 1 for real tokens and 0 for padding. With `unpad=True` the token-wise layers skip
         padding; the hidden states at pad positions are then zeros instead of values nobody should read.
-        With `first_token_only=True` the last block only computes the first token (`<s>`), all a classifier
-        reads: the output is `[B, 1, n_embd]`."""
+        With `output_mask` (bool `[B, T]`, not with `causal`) only those positions come out, as `[M, n_embd]` in
+        row-major order, and the last block computes only them: the MLM loss reads the masked positions, a
+        classifier reads `<s>`."""
         B, T = input_ids.shape
         if T > self.config.block_size:
             raise ValueError(f"Sequence length {T} exceeds the model's {self.config.block_size} positions")
@@ -69,7 +71,9 @@ class RobertaModel(nn.Module):
         mask = build_attention_mask(attention_mask, causal, T, x.device)
         is_causal = causal and mask is None
 
-        blocks = self.h[:-1] if first_token_only else self.h
+        if output_mask is not None and causal:
+            raise ValueError("output_mask is not supported with causal=True")
+        blocks = self.h[:-1] if output_mask is not None else self.h
         if unpad and attention_mask is not None:
             keep = attention_mask.reshape(-1).nonzero().squeeze(1)
             x = x.reshape(B * T, -1).index_select(0, keep)
@@ -79,8 +83,8 @@ class RobertaModel(nn.Module):
         else:
             for block in blocks:
                 x = block(x, mask, is_causal)
-        if first_token_only:
-            x = self.h[-1].first_token(x, mask)
+        if output_mask is not None:
+            x = self.h[-1].selected(x, mask, output_mask)
         return x
 
 
@@ -116,10 +120,12 @@ class Block(nn.Module):
         x = self.norm_1(x + self.drop(self.attn(x, mask, is_causal, keep, padded_shape)))
         return self.norm_2(x + self.drop(self.mlp(x)))
 
-    def first_token(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """The block's output at position 0 only: keys and values still come from every token."""
-        x0 = self.norm_1(x[:, :1] + self.drop(self.attn.first_query(x, mask)))
-        return self.norm_2(x0 + self.drop(self.mlp(x0)))
+    def selected(self, x: torch.Tensor, mask: Optional[torch.Tensor], output_mask: torch.Tensor) -> torch.Tensor:
+        """The block's output at the `output_mask` positions only, `[M, C]`; keys and values come from every token."""
+        rows, cols = output_mask.nonzero(as_tuple=True)
+        x_sel = x[rows, cols]
+        h = self.norm_1(x_sel + self.drop(self.attn.selected_queries(x, mask, output_mask, rows, cols, x_sel)))
+        return self.norm_2(h + self.drop(self.mlp(h)))
 
 
 class SelfAttention(nn.Module):
@@ -156,14 +162,27 @@ class SelfAttention(nn.Module):
         return self.proj(y)
 
 
-    def first_query(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def selected_queries(
+        self,
+        x: torch.Tensor,
+        mask: Optional[torch.Tensor],
+        output_mask: torch.Tensor,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        x_sel: torch.Tensor,
+    ) -> torch.Tensor:
+        """Attention output for the selected queries only. They are packed per sequence into `[B, Q, C]`
+        (Q = most selected in one sequence) so one SDPA call serves the batch."""
         B, T, C = x.shape
-        q = F.linear(x[:, :1], self.qkv.weight[:C], self.qkv.bias[:C])
+        slots = (torch.cumsum(output_mask, dim=1) - 1)[rows, cols]
+        Q = int(output_mask.sum(dim=1).max()) if rows.numel() else 0
+        q = x_sel.new_zeros(B, Q, C)
+        q[rows, slots] = F.linear(x_sel, self.qkv.weight[:C], self.qkv.bias[:C])
         kv = F.linear(x, self.qkv.weight[C:], self.qkv.bias[C:])
-        q = q.view(B, 1, self.n_head, self.head_size).transpose(1, 2)
         k, v = kv.view(B, T, 2, self.n_head, self.head_size).permute(2, 0, 3, 1, 4).unbind(0)
+        q = q.view(B, Q, self.n_head, self.head_size).transpose(1, 2)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(y.transpose(1, 2).reshape(B, 1, C))
+        return self.proj(y.transpose(1, 2).reshape(B, Q, C)[rows, slots])
 
 
 class MLP(nn.Module):
@@ -252,13 +271,16 @@ class RobertaForMaskedLM(_RobertaPreTrained):
             hidden = self.roberta(input_ids, attention_mask, causal=causal)
             return self.lm_head(hidden, self.roberta.wte.weight)
 
+        selected = labels.ne(-100)
         if causal:
             # position t predicts token t + 1
             labels = F.pad(labels[:, 1:], (0, 1), value=-100)
-        hidden = self.roberta(input_ids, attention_mask, causal=causal, unpad=True)
-        selected = labels.ne(-100)
+            selected = labels.ne(-100)
+            hidden = self.roberta(input_ids, attention_mask, causal=True, unpad=True)[selected]
+        else:
+            hidden = self.roberta(input_ids, attention_mask, unpad=True, output_mask=selected)
         targets = labels[selected]
-        logits = self.lm_head(hidden[selected], self.roberta.wte.weight).float()
+        logits = self.lm_head(hidden, self.roberta.wte.weight).float()
         count = selected.sum()
         loss = F.cross_entropy(logits, targets, reduction="sum") / count.clamp(min=1)
         if not return_stats:
@@ -290,8 +312,10 @@ class RobertaForSequenceClassification(_RobertaPreTrained):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Returns logits `[B, num_labels]`."""
-        hidden = self.roberta(input_ids, attention_mask, unpad=True, first_token_only=True)
-        return self.classifier(hidden)
+        first = torch.zeros_like(input_ids, dtype=torch.bool)
+        first[:, 0] = True
+        hidden = self.roberta(input_ids, attention_mask, unpad=True, output_mask=first)
+        return self.classifier(hidden[:, None])
 
 
 def model_class_for_state_dict(state_dict) -> str:
