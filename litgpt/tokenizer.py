@@ -165,11 +165,26 @@ class Tokenizer:
             self._truncating[max_length] = copy
         return self._truncating[max_length]
 
+    def _prefix(self, text: str, max_length: Optional[int]) -> str:
+        """With `max_length`, only a prefix of a huge text can reach the output: tokenize just that, so a 100 MB line
+        costs what a 100 kB one does. Every token spans at most `max_token_chars` characters, so the prefix still
+        holds more than `max_length` tokens and the truncated ids are unchanged."""
+        if max_length is None:
+            return text
+        limit = (max_length + 2) * self.max_token_chars
+        return text[:limit] if len(text) > limit else text
+
+    @property
+    def max_token_chars(self) -> int:
+        if getattr(self, "_max_token_chars", None) is None:
+            self._max_token_chars = max((len(t) for t in self._tok.get_vocab(with_added_tokens=True)), default=1)
+        return self._max_token_chars
+
     def encode(self, text: str, max_length: Optional[int] = None, add_special_tokens: bool = True) -> List[int]:
         """`<s> text </s>` ids. With `max_length`, the text is cut so the result fits and still ends with `</s>`."""
         if not isinstance(text, str):
             raise TypeError(f"encode expects a str, got {type(text).__name__}")
-        return self._backend(max_length).encode(text, add_special_tokens=add_special_tokens).ids
+        return self._backend(max_length).encode(self._prefix(text, max_length), add_special_tokens=add_special_tokens).ids
 
     def encode_pair(self, text_a: str, text_b: str, max_length: Optional[int] = None) -> List[int]:
         """`<s> A </s></s> B </s>`; truncation removes tokens from the longer text first (HF's `longest_first`)."""
@@ -181,6 +196,7 @@ class Tokenizer:
         texts = list(texts)
         if not all(isinstance(t, str) for t in texts):
             raise TypeError("encode_batch expects a sequence of str")
+        texts = [self._prefix(t, max_length) for t in texts]
         backend = self._backend(max_length)
         # encode_batch_fast (tokenizers >= 0.20) skips the offsets; the ids are the same
         encode = getattr(backend, "encode_batch_fast", backend.encode_batch)

@@ -74,8 +74,12 @@ def safe_torch_load(path: Union[str, Path], map_location: Any = "cpu") -> Any:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: file not found")
+    import warnings
+
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=False)
+        with warnings.catch_warnings():  # the restricted unpickler warns about newer pickle protocols; it still refuses code
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=False)
     except pickle.UnpicklingError as ex:
         first = str(ex).strip().splitlines()[0] if str(ex).strip() else ex.__class__.__name__
         raise UsageError(f"{path}: refused to load, it holds more than tensors and plain data ({first})") from None

@@ -137,7 +137,7 @@ def test_collator_padding_and_clm(tokenizer):
 def test_test_dataset_creates_demo_file(tokenizer, tmp_path, capsys):
     ds = TestMLMDataset(tmp_path / "new" / "dir", tokenizer, block_size=16)
     assert (tmp_path / "new" / "dir" / "test.txt").read_text(encoding="utf-8") == demo_sentences()
-    assert "Created" in capsys.readouterr().err
+    assert "Created" in capsys.readouterr().out
     assert len(ds) == len(demo_lines())
     item = ds[0]
     assert set(item) == {"input_ids", "labels", "attention_mask"}

@@ -1,5 +1,4 @@
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from litgpt.model_roberta import (
     RobertaModel,
 )
 from litgpt.scripts.convert_hf_checkpoint import build_model, config_from_hf, hf_to_lit_state_dict, load_hf_checkpoint
-from litgpt.scripts.convert_lit_checkpoint import lit_to_hf_state_dict, save_hf_dir
+from litgpt.scripts.convert_lit_checkpoint import save_hf_dir
 from litgpt.utils import UsageError
 
 transformers = pytest.importorskip("transformers")

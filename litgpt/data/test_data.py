@@ -6,7 +6,6 @@ it can read `self.data_dir`, `self.tokenizer` and `self.block_size`, which are s
 """
 
 import importlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -43,7 +42,7 @@ def ensure_test_file(data_dir: Path) -> Path:
                          "the folder is not empty, so it is left untouched")
     text = demo_sentences()
     atomic_write_text(path, text)
-    print(f"Created {path} with {len(text.splitlines())} demo sentences", file=sys.stderr)
+    print(f"Created {path} with {len(text.splitlines())} demo sentences")
     return path
 
 
@@ -169,10 +168,14 @@ class TestData(DataModule):
         if cls._load_examples is TestMLMDataset._load_examples:
             ensure_test_file(self.data_dir)
 
-    def tokenizer_training_texts(self) -> List[str]:
+    def tokenizer_training_texts(self) -> List[Path]:
+        """`test.txt`, or with a custom dataset class every text file in `data_dir`; files are streamed, so a
+        huge line costs no more memory than a short one."""
+        from litgpt.data.base import find_text_files
+
         self.prepare_data()
         path = self.data_dir / TEST_FILE
-        return [line for line in (line.strip() for line in read_text_lines(path)) if line]
+        return [path] if path.is_file() else find_text_files(self.data_dir, "--data.data_dir")
 
     def setup(self, stage: str = "") -> None:
         self._require_connected()

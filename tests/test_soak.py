@@ -1,0 +1,74 @@
+"""Soak test: pretraining on the CPU demo config, SIGKILLed every 30-90 s and resumed with `--resume auto`, must end
+exactly where an uninterrupted run ends (steps, tokens, weights).
+
+Not in the default suite: `pytest tests/test_soak.py --run-soak -s` (SOAK_MINUTES, default 20, sets its length).
+"""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT
+
+pytestmark = pytest.mark.soak
+
+
+def pretrain_cmd(data_dir: Path, out_dir: Path, max_steps: int, *extra: str):
+    return [sys.executable, "-m", "litgpt", "pretrain", "--config", str(ROOT / "config_hub/pretrain/cpu-demo.yaml"),
+            "--data_dir", str(data_dir), "--out_dir", str(out_dir), "--train.max_steps", str(max_steps),
+            "--train.save_interval", "5", "--train.log_interval", "50", "--eval.interval", "100", "--seed", "1234",
+            *extra]
+
+
+def test_soak_kill_and_resume(tmp_path):
+    minutes = float(os.environ.get("SOAK_MINUTES", "20"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the reference and the soak run share the 2 cores
+    data_dir = tmp_path / "data"
+
+    # calibrate: how many steps fit the soak's duration
+    start = time.time()
+    subprocess.run(pretrain_cmd(data_dir, tmp_path / "calibrate", 20), env=env, check=True, capture_output=True)
+    per_step = (time.time() - start) / 20
+    max_steps = max(50, int(minutes * 60 / per_step * 0.6))
+    print(f"\nsoak: {per_step:.2f} s/step -> max_steps {max_steps}")
+
+    tokenizer = ["--tokenizer_dir", str(tmp_path / "calibrate")]
+    reference = subprocess.Popen(pretrain_cmd(data_dir, tmp_path / "reference", max_steps, *tokenizer), env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out_dir = tmp_path / "soak"
+    rng = random.Random(0)
+    kills, started = 0, time.time()
+    while True:
+        resume = ["--resume", "auto"] if list(out_dir.glob("iter-*.pt")) else []
+        run = subprocess.Popen(pretrain_cmd(data_dir, out_dir, max_steps, *tokenizer, *resume), env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            _, err = run.communicate(timeout=rng.uniform(30, 90))
+            assert run.returncode == 0, err[-2000:]
+            break
+        except subprocess.TimeoutExpired:
+            run.send_signal(signal.SIGKILL)
+            run.wait()
+            kills += 1
+            print(f"soak: kill {kills} after {time.time() - started:.0f} s, "
+                  f"newest checkpoint {sorted(out_dir.glob('iter-*.pt'), key=os.path.getmtime)[-1:]}")
+    assert reference.wait() == 0
+    elapsed = time.time() - started
+
+    ref = torch.load(tmp_path / "reference" / f"iter-{max_steps}.pt", weights_only=True)
+    soak = torch.load(out_dir / f"iter-{max_steps}.pt", weights_only=True)
+    assert soak["step"] == ref["step"] == max_steps
+    assert soak["tokens"] == ref["tokens"]
+    a = torch.load(tmp_path / "reference" / "final" / "lit_model.pth", weights_only=True)
+    b = torch.load(out_dir / "final" / "lit_model.pth", weights_only=True)
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    print(f"soak: survived {kills} SIGKILLs in {elapsed / 60:.1f} min; {max_steps} steps, {ref['tokens']:,} tokens,"
+          f" max |weight difference| {diff:.2e}")
+    assert kills >= 1
+    assert diff <= 1e-6
