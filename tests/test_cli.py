@@ -22,3 +22,17 @@ def test_unknown_subcommand_and_list():
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: unknown subcommand")
     proc = run_cli("pretrain", "list")
     assert proc.returncode == 0 and "roberta-base" in proc.stdout.split()
+
+
+def test_pretrain_help_describes_every_flag(capsys):
+    import pytest
+
+    from litgpt.__main__ import main
+
+    with pytest.raises(SystemExit) as ex:
+        main(["pretrain", "--help"])
+    assert ex.value.code == 0
+    out = capsys.readouterr().out
+    for text in ("Sequences per forward/backward pass", "Validate every this many optimizer steps",
+                 "continues from the newest", "bf16-mixed"):
+        assert text in out

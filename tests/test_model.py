@@ -149,17 +149,21 @@ def test_init_matches_hf_statistics():
     assert model.roberta.h[0].norm_1.weight.eq(1).all()
 
 
-def test_roberta_base_width_parity():
+@pytest.mark.parametrize("hf_cls", ["RobertaForMaskedLM", "RobertaForSequenceClassification"])
+def test_roberta_base_width_parity_through_cli(tmp_path, hf_cls):
+    """roberta-base dimensions (2 of its 12 layers keep it fast), saved by HF and converted by the CLI."""
     torch.manual_seed(0)
-    hf = transformers.RobertaForMaskedLM(
+    hf = getattr(transformers, hf_cls)(
         tiny_hf_config(
             vocab_size=50265, hidden_size=768, num_attention_heads=12, intermediate_size=3072,
-            num_hidden_layers=2, max_position_embeddings=514,
+            num_hidden_layers=2, max_position_embeddings=514, num_labels=2,
         )
     ).eval()
-    config, state = to_lit(hf)
-    ours = RobertaForMaskedLM(config).eval()
-    ours.load_state_dict(state)
+    hf.save_pretrained(tmp_path)
+    proc = run_cli("convert_to_litgpt", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    config = Config.from_file(tmp_path / "model_config.yaml")
+    ours = build_model(config, torch.load(tmp_path / "lit_model.pth", weights_only=True), "test").eval()
     ids, mask = ragged_batch(vocab_size=50265, lengths=(40, 25, 9))
     with torch.no_grad():
         diff = (ours(ids, mask) - hf(input_ids=ids, attention_mask=mask).logits).abs().max().item()
