@@ -31,14 +31,19 @@ def test_soak_kill_and_resume(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the reference and the soak run share the 2 cores
     data_dir = tmp_path / "data"
 
-    # calibrate: how many steps fit the soak's duration
-    start = time.time()
-    subprocess.run(pretrain_cmd(data_dir, tmp_path / "calibrate", 20), env=env, check=True, capture_output=True)
-    per_step = (time.time() - start) / 20
-    max_steps = max(50, int(minutes * 60 / per_step * 0.6))
-    print(f"\nsoak: {per_step:.2f} s/step -> max_steps {max_steps}")
+    # calibrate: how many steps fit the soak's duration (two runs, so start-up time cancels out)
+    times = []
+    for steps in (10, 60):
+        start = time.time()
+        subprocess.run(pretrain_cmd(data_dir, tmp_path / f"calibrate{steps}", steps), env=env, check=True,
+                       capture_output=True)
+        times.append(time.time() - start)
+    per_step = (times[1] - times[0]) / 50
+    # kills cost a restart and the steps since the last checkpoint: aim the uninterrupted length a bit short
+    max_steps = max(50, int(minutes * 60 / per_step * 0.85))
+    print(f"\nsoak: {per_step:.3f} s/step -> max_steps {max_steps}")
 
-    tokenizer = ["--tokenizer_dir", str(tmp_path / "calibrate")]
+    tokenizer = ["--tokenizer_dir", str(tmp_path / "calibrate10")]
     reference = subprocess.Popen(pretrain_cmd(data_dir, tmp_path / "reference", max_steps, *tokenizer), env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out_dir = tmp_path / "soak"
