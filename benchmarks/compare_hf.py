@@ -112,17 +112,19 @@ def make_batch(case: dict, seed: int = 0):
     return ids, mask, labels, int(mask.sum())
 
 
-def make_step(impl: str, model, case: dict, batch, device: str, precision: str):
+def make_step(impl: str, model, case: dict, batch, device: str, precision: str, hf_optimizer: str = "fused"):
     ids, mask, labels, _ = (t.to(device) if torch.is_tensor(t) else t for t in batch)
     autocast = (torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
                 if precision == "bf16-mixed" else nullcontext())
     kind = case["kind"]
     if kind == "train":
         model.train()
-        # both sides: the fused AdamW kernel, which is also HF Trainer's default optimizer with torch >= 2.8
-        # ("adamw_torch_fused") and what `litgpt pretrain` uses
+        # ours: the fused AdamW kernel, as `litgpt pretrain` uses it. HF: by default the same, which is HF Trainer's
+        # default optimizer with torch >= 2.8 ("adamw_torch_fused"); `--hf-optimizer torch-default` gives it
+        # `torch.optim.AdamW` with default arguments instead (the for-loop path on CPU)
+        fused = impl == "ours" or hf_optimizer == "fused"
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01,
-                                      fused=True)
+                                      fused=True if fused else None)
 
         def step():
             with autocast:
@@ -168,7 +170,7 @@ def time_case(name: str, args) -> dict:
         model = build(impl, case["kind"], args.layers, args.device)
         if args.compile and impl == "ours":
             model = torch.compile(model)
-        steps[impl] = make_step(impl, model, case, batch, args.device, args.precision)
+        steps[impl] = make_step(impl, model, case, batch, args.device, args.precision, args.hf_optimizer)
         for _ in range(args.warmup):
             steps[impl]()
         sync(args.device)
@@ -197,7 +199,7 @@ def peak_memory(name: str, impl: str, args) -> float:
     """Peak memory in MiB of one (case, impl) in a fresh process, above what the model itself holds: the CUDA
     allocator's peak, or on CPU the growth of the peak RSS over the RSS before the first step."""
     cmd = [sys.executable, __file__, "--memory-probe", f"{name}:{impl}", "--layers", str(args.layers),
-           "--device", args.device, "--precision", args.precision]
+           "--device", args.device, "--precision", args.precision, "--hf-optimizer", args.hf_optimizer]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ})
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -209,7 +211,7 @@ def memory_probe(spec: str, args) -> None:
     case = CASES[name]
     batch = make_batch(case)
     model = build_single(impl, case["kind"], args.layers, args.device)
-    step = make_step(impl, model, case, batch, args.device, args.precision)
+    step = make_step(impl, model, case, batch, args.device, args.precision, args.hf_optimizer)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -242,6 +244,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="3 rounds of 1 step, 1 warmup step")
     parser.add_argument("--compile", action="store_true", help="torch.compile our model")
+    parser.add_argument("--hf-optimizer", default="fused", choices=["fused", "torch-default"],
+                        help="HF's AdamW: fused (HF Trainer's default) or torch.optim.AdamW's defaults")
     parser.add_argument("--shapes", default="", help="override case A's shape list, e.g. 4x512,32x512 (GPU runs)")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-process peak-memory measurement")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
@@ -261,7 +265,7 @@ def main() -> None:
             CASES[f"A{i + 1}"] = dict(kind="train", batch=b, seq=t, ragged=False)
         names = [n for n in names if n != "A"] + [f"A{i + 1}" for i in range(len(args.shapes.split(",")))]
     print(f"# device={args.device} precision={args.precision} layers={args.layers} threads={torch.get_num_threads()}"
-          f" torch={torch.__version__} compile={args.compile}", flush=True)
+          f" torch={torch.__version__} compile={args.compile} hf_optimizer={args.hf_optimizer}", flush=True)
     results = []
     for name in names:
         res = time_case(name, args)
@@ -272,8 +276,8 @@ def main() -> None:
         print(json.dumps(res), flush=True)
 
     print()
-    print(f"| case | batch | ours tok/s | HF tok/s | ours/HF | ours peak MiB | HF peak MiB |")
-    print(f"|---|---|---|---|---|---|---|")
+    print("| case | batch | ours tok/s | HF tok/s | ours/HF | ours peak MiB | HF peak MiB |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['case']} | {r['batch']} | {r['ours_tokens_per_s']:,.0f} | {r['hf_tokens_per_s']:,.0f} | "
               f"{r['ratio']:.2f}x | {r.get('ours_peak_mib', float('nan')):,.0f} | {r.get('hf_peak_mib', float('nan')):,.0f} |")

@@ -417,13 +417,14 @@ def fit(fabric, model, optimizer, data, train_loader, val_loader, train: TrainAr
     train_iter = iter(train_loader)
     t_start = time.perf_counter()
     window = {"loss": torch.zeros((), device=fabric.device), "correct": torch.zeros((), device=fabric.device),
-              "count": torch.zeros((), device=fabric.device), "tokens": 0, "time": 0.0, "data_time": 0.0, "steps": 0}
+              "count": torch.zeros((), device=fabric.device), "tokens": 0, "time": 0.0, "data_time": 0.0,
+              "compute_time": 0.0, "steps": 0}
     tokens_at_start = state["tokens"]
     last_val = None
 
     while not done(state, train):
         t0 = time.perf_counter()
-        data_time = 0.0
+        data_time = compute_time = 0.0
         step_tokens = 0
         for micro in range(accumulation):
             td = time.perf_counter()
@@ -435,6 +436,7 @@ def fit(fabric, model, optimizer, data, train_loader, val_loader, train: TrainAr
             step_tokens += int(batch["attention_mask"].sum())
             batch = {k: v.to(fabric.device, non_blocking=True) for k, v in batch.items()}
             data_time += time.perf_counter() - td
+            tc = time.perf_counter()
             with fabric.no_backward_sync(model, enabled=micro < accumulation - 1):
                 loss, correct, count = model(batch["input_ids"], batch["attention_mask"], labels=batch["labels"],
                                              return_stats=True)
@@ -442,6 +444,8 @@ def fit(fabric, model, optimizer, data, train_loader, val_loader, train: TrainAr
             window["loss"] += loss.detach() / accumulation
             window["correct"] += correct
             window["count"] += count
+            compute_time += time.perf_counter() - tc
+        tc = time.perf_counter()
         # the global gradient norm (clipped to max_norm when set) doubles as the NaN/inf guard: one sync per step
         grad_norm = fabric.clip_gradients(model, optimizer, max_norm=train.max_norm or math.inf,
                                           error_if_nonfinite=False)
@@ -459,6 +463,7 @@ def fit(fabric, model, optimizer, data, train_loader, val_loader, train: TrainAr
             group["lr"] = lr
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        compute_time += time.perf_counter() - tc
         if fabric.world_size > 1:
             step_tokens = int(fabric.all_reduce(torch.tensor(step_tokens), reduce_op="sum"))
         state["step"] += 1
@@ -467,6 +472,7 @@ def fit(fabric, model, optimizer, data, train_loader, val_loader, train: TrainAr
         window["steps"] += 1
         window["time"] += time.perf_counter() - t0
         window["data_time"] += data_time
+        window["compute_time"] += compute_time
 
         if state["step"] % train.log_interval == 0 or done(state, train):
             log_progress(fabric, state, window, train, optimizer, flops_per_token, peak_flops,
@@ -514,6 +520,9 @@ def log_progress(fabric, state, window, train: TrainArgs, optimizer, flops_per_t
     metrics = {"train_loss": loss, "train_ppl": math.exp(min(loss, 50)), "mlm_accuracy": accuracy, "lr": lr,
                "tokens_per_sec": tokens_per_sec, "tokens": state["tokens"], "epoch": state["epoch"],
                "data_time_fraction": window["data_time"] / max(window["time"], 1e-9)}
+    if fabric.device.type == "cpu":  # host timers only measure compute when it runs synchronously
+        # time in forward/backward/optimizer over the whole step (data loading, masking, bookkeeping)
+        metrics["compute_fraction"] = window["compute_time"] / max(window["time"], 1e-9)
     if peak_flops:
         metrics["mfu"] = tokens_per_sec * flops_per_token / (peak_flops * fabric.world_size)
     fabric.log_dict(metrics, step=state["step"])
@@ -530,7 +539,7 @@ def log_progress(fabric, state, window, train: TrainArgs, optimizer, flops_per_t
                  f"{tokens_per_sec:,.0f} tok/s | tokens {state['tokens']:,} | ETA {eta}")
     for key in ("loss", "correct", "count"):
         window[key].zero_()
-    window.update(tokens=0, time=0.0, data_time=0.0, steps=0)
+    window.update(tokens=0, time=0.0, data_time=0.0, compute_time=0.0, steps=0)
 
 
 @torch.no_grad()
