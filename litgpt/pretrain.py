@@ -5,7 +5,6 @@ setup() checks the flags and starts Fabric -> main() builds tokenizer, data, mod
 
 import math
 import os
-import random
 import signal
 import sys
 import time
@@ -22,7 +21,8 @@ from litgpt.checkpoint import iter_checkpoints, load_training_state
 from litgpt.config import Config, name_to_config
 from litgpt.data.base import DataModule
 from litgpt.model_roberta import RobertaForMaskedLM
-from litgpt.utils import RunError, UsageError, atomic_torch_save, atomic_write_text, check_writable_dir, make_adamw
+from litgpt.utils import (RunError, UsageError, atomic_torch_save, atomic_write_text, capture_rng, check_writable_dir,
+                          make_adamw, restore_rng)
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 # fields that must agree between a checkpoint and the model it is loaded into
@@ -371,21 +371,6 @@ def learning_rate(step: int, tokens: int, train: TrainArgs) -> float:
     if train.lr_schedule == "cosine":
         return train.min_lr + (train.learning_rate - train.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
     return train.min_lr + (train.learning_rate - train.min_lr) * (1 - progress)
-
-
-def capture_rng() -> Dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-             "python_version": random.getstate()[0], "python_gauss": random.getstate()[2]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: Dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class StopRequested:

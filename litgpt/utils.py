@@ -1,6 +1,7 @@
 """Small helpers shared by the commands: atomic writes, safe loads and user-facing errors."""
 
 import os
+import random
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -137,3 +138,19 @@ def make_adamw(model: torch.nn.Module, lr: float, weight_decay: float, device: t
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     fused = True if device.type in ("cuda", "cpu") else None
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused)
+
+
+def capture_rng() -> Dict[str, Any]:
+    """Python's and torch's RNG states as plain data (loadable with `weights_only=True`), for exact resume."""
+    version, internal, gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(), "python": list(internal), "python_version": version, "python_gauss": gauss}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

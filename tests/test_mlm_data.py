@@ -5,22 +5,13 @@ import io
 import pytest
 import torch
 
+from custom_dataset import CustomMLMDataset  # the README's subclass, verbatim
 from litgpt.data.mlm import IGNORE_INDEX, MLMCollator, MLMMasker, example_generator, mask_tokens
 from litgpt.data.test_data import TestData, TestMLMDataset, demo_sentences, split_distinct
 from litgpt.tokenizer import train_tokenizer
 from litgpt.utils import UsageError
 
 
-class CustomMLMDataset(TestMLMDataset):
-    def _load_examples(self):
-        examples = []
-        with open(self.data_dir / "your_data.txt", "r") as f:
-            for line in f:
-                tokens = self.tokenizer.encode(line.strip(), max_length=self.block_size)
-                if len(tokens) < 2:
-                    continue
-                examples.append(torch.tensor(tokens, dtype=torch.long))
-        return examples
 
 
 def demo_lines():

@@ -11,7 +11,6 @@ the best epoch so far); `--resume` continues from it and ends with the same weig
 import json
 import math
 import os
-import random
 import re
 import sys
 import time
@@ -25,8 +24,8 @@ import torch.nn.functional as F
 from litgpt.config import Config, name_to_config
 from litgpt.data.classification import ClassificationData, load_classification_data, make_dataloader, tokenize_split
 from litgpt.model_roberta import RobertaForSequenceClassification
-from litgpt.utils import (UsageError, atomic_torch_save, atomic_write_text, check_writable_dir, make_adamw,
-                          safe_torch_load)
+from litgpt.utils import (UsageError, atomic_torch_save, atomic_write_text, capture_rng, check_writable_dir, make_adamw,
+                          restore_rng, safe_torch_load)
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 # RoBERTa's position table: no released RoBERTa reads more than this many tokens
@@ -339,21 +338,6 @@ def load_resume_state(output_dir: Path, args: Dict[str, Any], data: Classificati
               "learning-rate schedule is re-planned, so this is not the same as one uninterrupted run", file=sys.stderr)
     args["precision"] = saved.get("precision", args["precision"])
     return state
-
-
-def capture_rng() -> Dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-             "python_version": random.getstate()[0], "python_gauss": random.getstate()[2]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: Dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # ---- training ---------------------------------------------------------------------------------------------------
