@@ -24,6 +24,7 @@ class TrainArgs:
         adam_eps: AdamW epsilon (RoBERTa uses 1e-6)
         max_norm: Gradient clipping by global norm; null disables it
         save_interval: Save `iter-{step}.pt` every this many optimizer steps (and at the end)
+        keep_last: Keep only this many newest `iter-*.pt` (older ones are deleted after a newer one is safely written); null keeps all
         log_interval: Print and log progress every this many optimizer steps
         objective: mlm: masked language modelling; clm: left-to-right language modelling with the causal mode
         mask_prob: Fraction of ordinary tokens selected for the MLM loss
@@ -46,6 +47,7 @@ class TrainArgs:
     adam_eps: float = 1e-6
     max_norm: Optional[float] = 1.0
     save_interval: Optional[int] = 1000
+    keep_last: Optional[int] = None
     log_interval: int = 1
     objective: Literal["mlm", "clm"] = "mlm"
     mask_prob: float = 0.15

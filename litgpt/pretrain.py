@@ -90,6 +90,7 @@ def setup(
     if resume_path is not None:  # checked before any work starts: the checkpoint must fit the requested model
         resume_state = load_training_state(resume_path)
         check_same_architecture(Config(**resume_state["model_config"]), config, str(resume_path))
+        remove_partial_writes(out_dir)
     if data is None:
         from litgpt.data.test_data import TestData
 
@@ -139,6 +140,8 @@ def validate_args(train: TrainArgs, eval: EvalArgs, precision: Optional[str], de
         raise UsageError(f"--train.learning_rate {train.learning_rate}: must be positive")
     if train.save_interval is not None and train.save_interval <= 0:
         raise UsageError(f"--train.save_interval {train.save_interval}: must be positive")
+    if train.keep_last is not None and train.keep_last <= 0:
+        raise UsageError(f"--train.keep_last {train.keep_last}: must be positive (or null to keep every checkpoint)")
     if eval.interval <= 0 or eval.max_iters <= 0:
         raise UsageError("--eval.interval and --eval.max_iters must be positive")
     if precision is not None and precision not in PRECISIONS:
@@ -186,6 +189,17 @@ def resolve_resume(resume: Union[bool, str, Path], out_dir: Path) -> Optional[Pa
     if not path.is_file():
         raise UsageError(f"--resume {path}: no such checkpoint file")
     return path
+
+
+def remove_partial_writes(out_dir: Path) -> None:
+    """A run killed while saving leaves its temp file (never a half-written checkpoint); clear them before resuming."""
+    import shutil
+
+    leftovers = list(out_dir.glob(".*.tmp")) + list(out_dir.glob(".final.old"))
+    for path in leftovers:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if leftovers:
+        print(f"Removed {len(leftovers)} partial write(s) left by an interrupted run: {sorted(p.name for p in leftovers)}")
 
 
 def make_logger(name: str, out_dir: Path):
@@ -474,6 +488,9 @@ def fit(fabric, model, optimizer, data, train_loader, val_loader, train: TrainAr
                 save_state(fabric, out_dir / "best.pt", model, optimizer, data, state, config)
         if (train.save_interval and state["step"] % train.save_interval == 0) or is_last or stop.requested:
             save_state(fabric, out_dir / f"iter-{state['step']}.pt", model, optimizer, data, state, config)
+            if train.keep_last and fabric.global_rank == 0:
+                for old in iter_checkpoints(out_dir)[:-train.keep_last]:
+                    old.unlink()
         if stop.requested and not is_last:
             fabric.print(f"SIGTERM: saved iter-{state['step']}.pt; resume with --resume auto")
             for logger in fabric.loggers:

@@ -71,7 +71,8 @@ def _max_diff(a, b):
 
 def test_sigkill_then_resume_auto_is_exact(tmp_path):
     data_dir = tmp_path / "data"
-    steps = ["--train.max_steps", "24", "--train.save_interval", "2", "--eval.interval", "6", "--seed", "7"]
+    steps = ["--train.max_steps", "24", "--train.save_interval", "2", "--train.keep_last", "3", "--eval.interval", "6",
+             "--seed", "7"]
     full = tmp_path / "full"
     proc = run_cli(*pretrain_args(data_dir, full, *steps))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -88,10 +89,14 @@ def test_sigkill_then_resume_auto_is_exact(tmp_path):
     saved = sorted(killed.glob("iter-*.pt"))
     assert saved
 
+    # what a kill in the middle of a save leaves: a temp file, which resuming clears and never reads
+    (killed / ".iter-999.pt.tmp").write_bytes(b"half a checkpoint")
     proc = run_cli(*pretrain_args(data_dir, killed, *steps, "--resume", "auto"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Resumed from" in proc.stdout + proc.stderr
+    assert not list(killed.glob(".*.tmp"))
     assert _max_diff(_final_weights(full), _final_weights(killed)) <= 1e-6
+    assert sorted(p.name for p in full.glob("iter-*.pt")) == ["iter-20.pt", "iter-22.pt", "iter-24.pt"]
     assert torch.load(killed / "iter-24.pt", weights_only=True)["tokens"] == \
         torch.load(full / "iter-24.pt", weights_only=True)["tokens"]
 

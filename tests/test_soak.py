@@ -22,7 +22,8 @@ pytestmark = pytest.mark.soak
 def pretrain_cmd(data_dir: Path, out_dir: Path, max_steps: int, *extra: str):
     return [sys.executable, "-m", "litgpt", "pretrain", "--config", str(ROOT / "config_hub/pretrain/cpu-demo.yaml"),
             "--data_dir", str(data_dir), "--out_dir", str(out_dir), "--train.max_steps", str(max_steps),
-            "--train.save_interval", "5", "--train.log_interval", "50", "--eval.interval", "100", "--seed", "1234",
+            "--train.save_interval", "5", "--train.keep_last", "3", "--train.log_interval", "50", "--eval.interval",
+            "100", "--seed", "1234",
             *extra]
 
 
