@@ -20,6 +20,7 @@ from litgpt.args import EvalArgs, TrainArgs
 from litgpt.checkpoint import iter_checkpoints, load_training_state
 from litgpt.config import Config, name_to_config
 from litgpt.data.base import DataModule
+from litgpt.data.mlm import check_mask_probs
 from litgpt.model_roberta import RobertaForMaskedLM
 from litgpt.utils import (RunError, UsageError, atomic_torch_save, atomic_write_text, capture_rng, check_writable_dir,
                           make_adamw, restore_rng)
@@ -132,10 +133,7 @@ def validate_args(train: TrainArgs, eval: EvalArgs, precision: Optional[str], de
                          f" ({train.global_batch_size} sequences of at least 2 tokens)")
     if train.max_steps is not None and train.max_steps <= 0:
         raise UsageError(f"--train.max_steps {train.max_steps}: must be positive")
-    if not 0 < train.mask_prob < 1:
-        raise UsageError(f"--train.mask_prob {train.mask_prob}: expected a fraction between 0 and 1")
-    if train.mask_replace_prob < 0 or train.random_replace_prob < 0 or train.mask_replace_prob + train.random_replace_prob > 1:
-        raise UsageError("--train.mask_replace_prob and --train.random_replace_prob must be >= 0 and sum to at most 1")
+    check_mask_probs(train.mask_prob, train.mask_replace_prob, train.random_replace_prob)
     if train.learning_rate <= 0:
         raise UsageError(f"--train.learning_rate {train.learning_rate}: must be positive")
     if train.save_interval is not None and train.save_interval <= 0:
