@@ -176,8 +176,9 @@ class SelfAttention(nn.Module):
         B, T, C = x.shape
         slots = (torch.cumsum(output_mask, dim=1) - 1)[rows, cols]
         Q = int(output_mask.sum(dim=1).max()) if rows.numel() else 0
-        q = x_sel.new_zeros(B, Q, C)
-        q[rows, slots] = F.linear(x_sel, self.qkv.weight[:C], self.qkv.bias[:C])
+        q_sel = F.linear(x_sel, self.qkv.weight[:C], self.qkv.bias[:C])
+        q = q_sel.new_zeros(B, Q, C)  # the projection's dtype: under autocast it is bf16/fp16, not x's fp32
+        q[rows, slots] = q_sel
         kv = F.linear(x, self.qkv.weight[C:], self.qkv.bias[C:])
         k, v = kv.view(B, T, 2, self.n_head, self.head_size).permute(2, 0, 3, 1, 4).unbind(0)
         q = q.view(B, Q, self.n_head, self.head_size).transpose(1, 2)

@@ -264,3 +264,17 @@ def test_bad_checkpoints(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (bert / "lit_model.pth").exists()
+
+
+def test_bf16_autocast_loss_and_classification_paths():
+    """The selected-positions path mixes a bf16 projection into a zero-filled buffer: dtypes must follow autocast."""
+    torch.manual_seed(0)
+    config = Config.from_name("roberta-tiny")
+    ids, mask = ragged_batch(vocab_size=config.vocab_size)
+    labels = ids.masked_fill((torch.rand(ids.shape) > 0.5) | (mask == 0), -100)
+    mlm, clf = RobertaForMaskedLM(config), RobertaForSequenceClassification(config, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = mlm(ids, mask, labels=labels)
+        logits = clf(ids, mask)
+    loss.backward()
+    assert torch.isfinite(loss) and logits.shape == (4, 2)
