@@ -309,7 +309,19 @@ def train_tokenizer(texts_or_files: Iterable[Union[str, Path]], vocab_size: int,
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(vocab_size=vocab_size - 1, min_frequency=min_frequency, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    backend.train_from_iterator(_iter_training_texts(texts_or_files), trainer=trainer)
+    items = list(texts_or_files)
+    seen = [0]
+
+    def counted() -> Iterator[str]:
+        for text in _iter_training_texts(items):
+            seen[0] += bool(text.strip())
+            yield text
+
+    backend.train_from_iterator(counted(), trainer=trainer)
+    if not seen[0]:  # nothing is written for a tokenizer that learned nothing
+        files = [str(i) for i in items if isinstance(i, Path)]
+        raise UsageError(f"no text found to train a tokenizer on{' in ' + ', '.join(files) if files else ''}"
+                         " (empty input); expected UTF-8 text")
 
     # rebuild with <mask> appended to the BPE vocabulary, so vocab.json holds it like RoBERTa's does
     model = json.loads(backend.to_str())["model"]
