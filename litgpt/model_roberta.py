@@ -272,11 +272,11 @@ class RobertaForMaskedLM(_RobertaPreTrained):
             hidden = self.roberta(input_ids, attention_mask, causal=causal)
             return self.lm_head(hidden, self.roberta.wte.weight)
 
-        selected = labels.ne(-100)
         if causal:
             # position t predicts token t + 1
             labels = F.pad(labels[:, 1:], (0, 1), value=-100)
-            selected = labels.ne(-100)
+        selected = labels.ne(-100)
+        if causal:
             hidden = self.roberta(input_ids, attention_mask, causal=True, unpad=True)[selected]
         else:
             hidden = self.roberta(input_ids, attention_mask, unpad=True, output_mask=selected)
