@@ -11,7 +11,9 @@ Speed choices (see `benchmarks/compare_hf.py`):
   they are gathered once, and scattered into the padded layout only around attention;
 - the MLM loss path runs the LM head only at the labelled positions, never materialising [B, T, V];
 - the last block only computes the positions that are read: the masked ones for the MLM loss, `<s>` for a
-  classifier.
+  classifier;
+- the word embeddings and the tied decoder share one autograd node, so their `[vocab, n_embd]` gradient is
+  built in one buffer (see `TiedEmbedding`).
 """
 
 from typing import Optional, Tuple, Union
@@ -27,6 +29,42 @@ def position_ids_from_input_ids(input_ids: torch.Tensor, pad_token_id: int) -> t
     """RoBERTa's positions start at `pad_token_id + 1` and only count non-pad tokens; pads keep `pad_token_id`."""
     not_pad = input_ids.ne(pad_token_id).int()
     return (torch.cumsum(not_pad, dim=1) * not_pad).long() + pad_token_id
+
+
+class TiedEmbedding(torch.autograd.Function):
+    """Token embedding lookup that also hands out the same weight for the tied LM-head decoder.
+
+    Autograd would otherwise build the word-embedding gradient three times over: a zero-filled `[V, C]`
+    buffer for the lookup's few rows, the decoder's dense `[V, C]` gradient, and their sum. One node that
+    owns both uses receives both gradients together and adds the looked-up rows into the decoder's gradient
+    in place. The numbers are the same as `nn.Embedding` + `F.linear`; only the memory traffic drops."""
+
+    @staticmethod
+    def forward(ctx, input_ids: torch.Tensor, weight: torch.Tensor, padding_idx: Optional[int]):
+        ctx.save_for_backward(input_ids)
+        ctx.padding_idx = padding_idx
+        ctx.weight_meta = (weight.shape, weight.dtype, weight.device)
+        ctx.set_materialize_grads(False)
+        return F.embedding(input_ids, weight, padding_idx), weight.view_as(weight)
+
+    @staticmethod
+    def backward(ctx, grad_tokens: Optional[torch.Tensor], grad_decoder: Optional[torch.Tensor]):
+        shape, dtype, device = ctx.weight_meta
+        if grad_decoder is None:
+            grad = torch.zeros(shape, dtype=dtype, device=device)
+        elif grad_decoder.is_contiguous() and grad_decoder.dtype == dtype:
+            grad = grad_decoder  # autograd hands this buffer to this node alone: it may be written in place
+        else:
+            grad = grad_decoder.to(dtype=dtype, memory_format=torch.contiguous_format, copy=True)
+        if grad_tokens is not None:
+            (input_ids,) = ctx.saved_tensors
+            ids = input_ids.reshape(-1)
+            rows = grad_tokens.reshape(ids.numel(), -1).to(dtype)
+            if ctx.padding_idx is not None:  # as in nn.Embedding, the pad row gets no gradient from the lookup
+                keep = ids.ne(ctx.padding_idx)
+                ids, rows = ids[keep], rows[keep]
+            grad.index_add_(0, ids, rows)
+        return None, grad, None
 
 
 class RobertaModel(nn.Module):
@@ -50,18 +88,24 @@ class RobertaModel(nn.Module):
         token_type_ids: Optional[torch.Tensor] = None,
         unpad: bool = False,
         output_mask: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
+        return_decoder_weight: bool = False,
+    ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         """`attention_mask` is 1 for real tokens and 0 for padding. With `unpad=True` the token-wise layers skip
         padding; the hidden states at pad positions are then zeros instead of values nobody should read.
         With `output_mask` (bool `[B, T]`, not with `causal`) only those positions come out, as `[M, n_embd]` in
         row-major order, and the last block computes only them: the MLM loss reads the masked positions, a
-        classifier reads `<s>`."""
+        classifier reads `<s>`. `return_decoder_weight=True` also returns the word embeddings to use as the tied
+        decoder, through `TiedEmbedding` when gradients flow."""
         B, T = input_ids.shape
         if T > self.config.block_size:
             raise ValueError(f"Sequence length {T} exceeds the model's {self.config.block_size} positions")
         positions = position_ids_from_input_ids(input_ids, self.config.pad_token_id)
         token_types = self.wtte.weight[0] if token_type_ids is None else self.wtte(token_type_ids)
-        x = self.wte(input_ids) + token_types
+        if return_decoder_weight and torch.is_grad_enabled() and self.wte.weight.requires_grad:
+            tokens, decoder_weight = TiedEmbedding.apply(input_ids, self.wte.weight, self.wte.padding_idx)
+        else:
+            tokens, decoder_weight = self.wte(input_ids), self.wte.weight
+        x = tokens + token_types
         x = x + self.wpe(positions)
         x = self.drop(self.ln_emb(x))
 
@@ -85,7 +129,7 @@ class RobertaModel(nn.Module):
                 x = block(x, mask, is_causal)
         if output_mask is not None:
             x = self.h[-1].selected(x, mask, output_mask)
-        return x
+        return (x, decoder_weight) if return_decoder_weight else x
 
 
 def build_attention_mask(
@@ -269,19 +313,24 @@ class RobertaForMaskedLM(_RobertaPreTrained):
         cross-entropy over labelled positions; `return_stats=True` adds (correct predictions, labelled count)."""
         causal = self.config.causal if causal is None else causal
         if labels is None:
-            hidden = self.roberta(input_ids, attention_mask, causal=causal)
-            return self.lm_head(hidden, self.roberta.wte.weight)
+            hidden, decoder_weight = self.roberta(input_ids, attention_mask, causal=causal, return_decoder_weight=True)
+            return self.lm_head(hidden, decoder_weight)
 
         if causal:
             # position t predicts token t + 1
             labels = F.pad(labels[:, 1:], (0, 1), value=-100)
         selected = labels.ne(-100)
         if causal:
-            hidden = self.roberta(input_ids, attention_mask, causal=True, unpad=True)[selected]
+            hidden, decoder_weight = self.roberta(
+                input_ids, attention_mask, causal=True, unpad=True, return_decoder_weight=True
+            )
+            hidden = hidden[selected]
         else:
-            hidden = self.roberta(input_ids, attention_mask, unpad=True, output_mask=selected)
+            hidden, decoder_weight = self.roberta(
+                input_ids, attention_mask, unpad=True, output_mask=selected, return_decoder_weight=True
+            )
         targets = labels[selected]
-        logits = self.lm_head(hidden, self.roberta.wte.weight).float()
+        logits = self.lm_head(hidden, decoder_weight).float()
         count = selected.sum()
         loss = F.cross_entropy(logits, targets, reduction="sum") / count.clamp(min=1)
         if not return_stats:

@@ -83,6 +83,52 @@ def test_lm_logits_and_loss_match_hf(causal):
     assert abs(hf_loss.item() - our_loss.item()) < 1e-5
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_training_gradients_match_hf(causal):
+    """Every parameter's gradient equals HF's, the tied word embeddings (built by `TiedEmbedding`) and their
+    pad row included: the pad row only gets the decoder's part, as with `nn.Embedding(padding_idx=...)`."""
+    torch.manual_seed(0)
+    hf_cls = transformers.RobertaForCausalLM if causal else transformers.RobertaForMaskedLM
+    hf = hf_cls(tiny_hf_config(is_decoder=causal, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    config, state = to_lit(hf)
+    ours = (RobertaForCausalLM if causal else RobertaForMaskedLM)(config)
+    ours.load_state_dict(state)
+    ids, mask = ragged_batch()
+    labels = ids.masked_fill(mask == 0, -100)
+    if not causal:
+        labels[torch.rand(ids.shape, generator=torch.Generator().manual_seed(1)) > 0.3] = -100
+    hf(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+    ours(ids, mask, labels=labels).backward()
+    # the full-logits path, with a loss that also reads the pad positions (their hidden states get gradients)
+    weights = torch.randn(*ids.shape, config.padded_vocab_size, generator=torch.Generator().manual_seed(2))
+    (hf(input_ids=ids, attention_mask=mask).logits * weights).mean().backward()
+    (ours(ids, mask) * weights).mean().backward()
+    expected = hf_to_lit_state_dict({k: p.grad for k, p in hf.named_parameters()}, config.n_layer)
+    actual = {k: p.grad for k, p in ours.named_parameters()}
+    assert set(actual) == set(expected)
+    for name, grad in actual.items():
+        assert (grad - expected[name]).abs().max() < 1e-5, name
+    wte = actual["roberta.wte.weight"]
+    assert wte[config.pad_token_id].abs().max() > 0  # the decoder's part reaches the pad row
+    unused = torch.ones(config.padded_vocab_size, dtype=torch.bool)
+    unused[ids.unique()] = False
+    # rows never looked up get the decoder's gradient only (the decoder's part is dense)
+    assert unused.any() and wte[unused].abs().max() > 0
+
+
+def test_tied_embedding_without_the_decoder():
+    """When the tied weight handed out is not used, the lookup's gradient alone reaches the embeddings."""
+    config = Config.from_name("roberta-tiny", hidden_dropout=0.0, attention_dropout=0.0)
+    model = RobertaModel(config)
+    ids, mask = ragged_batch(vocab_size=config.vocab_size)
+    hidden, _ = model(ids, mask, return_decoder_weight=True)
+    hidden.sum().backward()
+    tied = model.wte.weight.grad.clone()
+    model.zero_grad()
+    model(ids, mask).sum().backward()
+    assert torch.equal(tied, model.wte.weight.grad)
+
+
 def test_mlm_loss_path_never_builds_full_logits(monkeypatch):
     config = Config.from_name("roberta-tiny")
     model = RobertaForMaskedLM(config).eval()
