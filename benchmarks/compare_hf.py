@@ -26,7 +26,11 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-import torch
+# Both implementations run with transparent huge pages for large CPU tensors, as the litgpt CLI sets up
+# (litgpt/__main__.py); `--no-thp` measures both without. PyTorch reads this once, when torch is imported.
+os.environ["THP_MEM_ALLOC_ENABLE"] = "0" if "--no-thp" in sys.argv else os.environ.get("THP_MEM_ALLOC_ENABLE", "1")
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -135,6 +139,7 @@ def make_step(impl: str, model, case: dict, batch, device: str, precision: str, 
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+        step.optimizer = optimizer
         return step
 
     model.eval()
@@ -196,41 +201,49 @@ def time_case(name: str, args) -> dict:
 
 
 def peak_memory(name: str, impl: str, args) -> float:
-    """Peak memory in MiB of one (case, impl) in a fresh process, above what the model itself holds: the CUDA
-    allocator's peak, or on CPU the growth of the peak RSS over the RSS before the first step."""
+    """Peak memory in MiB of one (case, impl), measured in a fresh process so the other model never counts."""
     cmd = [sys.executable, __file__, "--memory-probe", f"{name}:{impl}", "--layers", str(args.layers),
            "--device", args.device, "--precision", args.precision, "--hf-optimizer", args.hf_optimizer]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ})
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def memory_probe(spec: str, args) -> None:
-    import resource
+def persistent_bytes(model, optimizer=None) -> int:
+    """Bytes held between steps: parameters, buffers and the optimizer's state (each storage counted once)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    if optimizer is not None:
+        tensors += [t for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
 
+
+def memory_probe(spec: str, args) -> None:
+    """Prints the peak of allocated memory over one step, in MiB: what the model and optimizer hold between
+    steps plus the most the step allocates on top. On CUDA it is the caching allocator's peak; on CPU the
+    profiler's record of every allocation and free (RSS would mostly show glibc's caching, not the model's
+    needs)."""
     name, impl = spec.split(":")
     case = CASES[name]
     batch = make_batch(case)
     model = build_single(impl, case["kind"], args.layers, args.device)
     step = make_step(impl, model, case, batch, args.device, args.precision, args.hf_optimizer)
+    step()  # the first step creates the optimizer state
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        for _ in range(3):
-            step()
-        torch.cuda.synchronize()
-        print((torch.cuda.max_memory_allocated() - base) / 2**20)
-        return
-    import gc
-
-    gc.collect()
-    page = os.sysconf("SC_PAGE_SIZE")
-    with open("/proc/self/statm") as fp:
-        rss_now = int(fp.read().split()[1]) * page
-    for _ in range(3):
         step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(max(peak - rss_now, 0) / 2**20)
+        torch.cuda.synchronize()
+        print(torch.cuda.max_memory_allocated() / 2**20)
+        return
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = [e for e in prof.profiler.kineto_results.events()
+              if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
+    current = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        current += e.nbytes()
+        peak = max(peak, current)
+    print((persistent_bytes(model, getattr(step, "optimizer", None)) + peak) / 2**20)
 
 
 def main() -> None:
@@ -247,6 +260,7 @@ def main() -> None:
     parser.add_argument("--hf-optimizer", default="fused", choices=["fused", "torch-default"],
                         help="HF's AdamW: fused (HF Trainer's default) or torch.optim.AdamW's defaults")
     parser.add_argument("--shapes", default="", help="override case A's shape list, e.g. 4x512,32x512 (GPU runs)")
+    parser.add_argument("--no-thp", action="store_true", help="both sides without transparent huge pages")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-process peak-memory measurement")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
@@ -265,7 +279,8 @@ def main() -> None:
             CASES[f"A{i + 1}"] = dict(kind="train", batch=b, seq=t, ragged=False)
         names = [n for n in names if n != "A"] + [f"A{i + 1}" for i in range(len(args.shapes.split(",")))]
     print(f"# device={args.device} precision={args.precision} layers={args.layers} threads={torch.get_num_threads()}"
-          f" torch={torch.__version__} compile={args.compile} hf_optimizer={args.hf_optimizer}", flush=True)
+          f" torch={torch.__version__} compile={args.compile} hf_optimizer={args.hf_optimizer}"
+          f" THP_MEM_ALLOC_ENABLE={os.environ['THP_MEM_ALLOC_ENABLE']}", flush=True)
     results = []
     for name in names:
         res = time_case(name, args)

@@ -1,28 +1,23 @@
 """litgpt, RoBERTa edition: hackable RoBERTa pretraining, finetuning and inference."""
 
-from litgpt.config import Config
-from litgpt.model_roberta import (
-    RobertaForCausalLM,
-    RobertaForMaskedLM,
-    RobertaForSequenceClassification,
-    RobertaModel,
-)
+import importlib
+
+# Everything is imported on first use, so that `python -m litgpt` can set up the process (see `litgpt/__main__.py`)
+# before torch is imported, and `litgpt fill_mask` does not pay for the tokenizer trainer's imports.
+_EXPORTS = {
+    "Config": "litgpt.config",
+    "Tokenizer": "litgpt.tokenizer",
+    "RobertaModel": "litgpt.model_roberta",
+    "RobertaForMaskedLM": "litgpt.model_roberta",
+    "RobertaForCausalLM": "litgpt.model_roberta",
+    "RobertaForSequenceClassification": "litgpt.model_roberta",
+}
 
 
 def __getattr__(name):
-    # the tokenizer pulls in `tokenizers`; import it only when asked for
-    if name == "Tokenizer":
-        from litgpt.tokenizer import Tokenizer
-
-        return Tokenizer
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'litgpt' has no attribute {name!r}")
 
 
-__all__ = [
-    "Config",
-    "Tokenizer",
-    "RobertaModel",
-    "RobertaForMaskedLM",
-    "RobertaForCausalLM",
-    "RobertaForSequenceClassification",
-]
+__all__ = list(_EXPORTS)

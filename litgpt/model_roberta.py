@@ -144,6 +144,19 @@ def build_attention_mask(
     return mask
 
 
+def no_autograd(t: torch.Tensor) -> bool:
+    """True when autograd does not record `t` (inference): in-place ops on a fresh output are then safe."""
+    return not (torch.is_grad_enabled() and t.requires_grad)
+
+
+def residual_add(x: torch.Tensor, sublayer_out: torch.Tensor) -> torch.Tensor:
+    """`x + sublayer_out`; at inference written into `sublayer_out`, a fresh buffer nobody else reads,
+    which saves allocating (and page-faulting) another activation per sub-layer."""
+    if no_autograd(sublayer_out) and sublayer_out.dtype == torch.result_type(x, sublayer_out):
+        return sublayer_out.add_(x)
+    return x + sublayer_out  # under autocast the bf16 output + fp32 residual promotes to fp32
+
+
 class Block(nn.Module):
     def __init__(self, config: Config) -> None:
         super().__init__()
@@ -161,15 +174,15 @@ class Block(nn.Module):
         keep: Optional[torch.Tensor] = None,
         padded_shape: Optional[Tuple[int, int]] = None,
     ) -> torch.Tensor:
-        x = self.norm_1(x + self.drop(self.attn(x, mask, is_causal, keep, padded_shape)))
-        return self.norm_2(x + self.drop(self.mlp(x)))
+        x = self.norm_1(residual_add(x, self.drop(self.attn(x, mask, is_causal, keep, padded_shape))))
+        return self.norm_2(residual_add(x, self.drop(self.mlp(x))))
 
     def selected(self, x: torch.Tensor, mask: Optional[torch.Tensor], output_mask: torch.Tensor) -> torch.Tensor:
         """The block's output at the `output_mask` positions only, `[M, C]`; keys and values come from every token."""
         rows, cols = output_mask.nonzero(as_tuple=True)
         x_sel = x[rows, cols]
-        h = self.norm_1(x_sel + self.drop(self.attn.selected_queries(x, mask, output_mask, rows, cols, x_sel)))
-        return self.norm_2(h + self.drop(self.mlp(h)))
+        h = self.norm_1(residual_add(x_sel, self.drop(self.attn.selected_queries(x, mask, output_mask, rows, cols, x_sel))))
+        return self.norm_2(residual_add(h, self.drop(self.mlp(h))))
 
 
 class SelfAttention(nn.Module):
@@ -237,7 +250,9 @@ class MLP(nn.Module):
         self.proj = nn.Linear(config.intermediate_size, config.n_embd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(F.gelu(self.fc(x)))
+        h = self.fc(x)
+        # at inference GELU overwrites its input: the [tokens, 4 * n_embd] buffer is the largest activation
+        return self.proj(torch._C._nn.gelu_(h) if no_autograd(h) else F.gelu(h))
 
 
 class LMHead(nn.Module):
