@@ -7,6 +7,7 @@ per (case, implementation) in a fresh subprocess, so one model's allocations nev
     python benchmarks/compare_hf.py                       # all cases, roberta-base dimensions, fp32 CPU
     python benchmarks/compare_hf.py --quick --layers 2    # a short smoke run
     python benchmarks/compare_hf.py --device cuda --precision bf16-mixed --cases A --shapes 4x512,32x512
+    bash benchmarks/gpu_case_a.sh                         # the GPU figures: the line above, --compile off and on
 
 Cases:
     A  MLM training step (forward, backward, AdamW step), batch 4 x 128, 15% masked
@@ -161,6 +162,39 @@ def make_step(impl: str, model, case: dict, batch, device: str, precision: str, 
     return step
 
 
+def model_flops(case: dict, batch, layers: int, C: int = 768, V: int = VOCAB) -> float:
+    """Nominal FLOPs of one step, the same number for both implementations (so MFU ratios equal speed ratios):
+    2 FLOPs per multiply-add, x3 for a training step (forward + backward). The encoder counts every real token:
+    12 C^2 multiply-adds per token and layer for the projections and FFN, 2 C n per token for attention over a
+    sequence of n real tokens. The head counts only what the task reads: the LM head (C^2 + C V) at the masked
+    positions (A-C) or the <mask> positions (E), the classifier's dense layer at <s> (D)."""
+    ids, mask, labels, tokens = batch
+    lengths = mask.sum(dim=1).double()
+    encoder = layers * (12 * C * C * tokens + 2 * C * float((lengths ** 2).sum()))
+    if case["kind"] == "train":
+        head, passes = int((labels != -100).sum()) * (C * C + C * V), 3
+    elif case["kind"] == "fill_mask":
+        head, passes = int((ids == MASK_ID).sum()) * (C * C + C * V), 1
+    else:
+        head, passes = ids.size(0) * C * C, 1
+    return 2.0 * passes * (encoder + head)
+
+
+# dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets; the first matching name wins
+PEAK_BF16_TFLOPS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H200", 989.0), ("GH200", 989.0),
+                    ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0), ("A10G", 70.0)]
+
+
+def peak_tflops(args) -> float:
+    """The card's peak for MFU: `--peak-tflops`, else looked up by the CUDA device name; 0 = unknown."""
+    if args.peak_tflops:
+        return args.peak_tflops
+    if args.device.startswith("cuda"):
+        name = torch.cuda.get_device_name(torch.device(args.device))
+        return next((peak for key, peak in PEAK_BF16_TFLOPS if key in name), 0.0)
+    return 0.0
+
+
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -173,7 +207,7 @@ def time_case(name: str, args) -> dict:
     steps = {}
     for impl in ("ours", "hf"):
         model = build(impl, case["kind"], args.layers, args.device)
-        if args.compile and impl == "ours":
+        if args.compile:
             model = torch.compile(model)
         steps[impl] = make_step(impl, model, case, batch, args.device, args.precision, args.hf_optimizer)
         for _ in range(args.warmup):
@@ -197,6 +231,11 @@ def time_case(name: str, args) -> dict:
         result[f"{impl}_s_per_step"] = med
         result[f"{impl}_tokens_per_s"] = tokens / med
     result["ratio"] = result["hf_s_per_step"] / result["ours_s_per_step"]
+    result["model_tflop_per_step"] = model_flops(case, batch, args.layers) / 1e12
+    peak = peak_tflops(args)
+    if peak:
+        for impl in ("ours", "hf"):
+            result[f"{impl}_mfu"] = result["model_tflop_per_step"] / result[f"{impl}_s_per_step"] / peak
     return result
 
 
@@ -256,7 +295,9 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=3, help="steps timed per round")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="3 rounds of 1 step, 1 warmup step")
-    parser.add_argument("--compile", action="store_true", help="torch.compile our model")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both models")
+    parser.add_argument("--peak-tflops", type=float, default=0.0,
+                        help="the device's peak TFLOP/s for MFU (CUDA: looked up from the device name if not given)")
     parser.add_argument("--hf-optimizer", default="fused", choices=["fused", "torch-default"],
                         help="HF's AdamW: fused (HF Trainer's default) or torch.optim.AdamW's defaults")
     parser.add_argument("--shapes", default="", help="override case A's shape list, e.g. 4x512,32x512 (GPU runs)")
@@ -291,11 +332,15 @@ def main() -> None:
         print(json.dumps(res), flush=True)
 
     print()
-    print("| case | batch | ours tok/s | HF tok/s | ours/HF | ours peak MiB | HF peak MiB |")
-    print("|---|---|---|---|---|---|---|")
+    mfu = any("ours_mfu" in r for r in results)
+    print("| case | batch | ours tok/s | HF tok/s | ours/HF | ours peak MiB | HF peak MiB |" + (" ours MFU | HF MFU |" if mfu else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|---|" if mfu else ""))
     for r in results:
-        print(f"| {r['case']} | {r['batch']} | {r['ours_tokens_per_s']:,.0f} | {r['hf_tokens_per_s']:,.0f} | "
-              f"{r['ratio']:.2f}x | {r.get('ours_peak_mib', float('nan')):,.0f} | {r.get('hf_peak_mib', float('nan')):,.0f} |")
+        row = (f"| {r['case']} | {r['batch']} | {r['ours_tokens_per_s']:,.0f} | {r['hf_tokens_per_s']:,.0f} | "
+               f"{r['ratio']:.2f}x | {r.get('ours_peak_mib', float('nan')):,.0f} | {r.get('hf_peak_mib', float('nan')):,.0f} |")
+        if mfu:
+            row += f" {r.get('ours_mfu', float('nan')):.1%} | {r.get('hf_mfu', float('nan')):.1%} |"
+        print(row)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

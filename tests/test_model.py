@@ -129,6 +129,24 @@ def test_tied_embedding_without_the_decoder():
     assert torch.equal(tied, model.wte.weight.grad)
 
 
+@pytest.mark.parametrize("gelu", [False, True])
+def test_linear_inference_path_matches_plain_linear(gelu):
+    """`linear` takes oneDNN's fused kernel at CPU inference and F.linear (+ GELU) with autograd: same numbers."""
+    from litgpt.model_roberta import linear
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(48, 96)
+    x = torch.randn(3, 48, 5).transpose(1, 2)  # [3, 5, 48], not contiguous, like SDPA's output
+    expected = F.linear(x, layer.weight, layer.bias)
+    expected = F.gelu(expected) if gelu else expected
+    with torch.inference_mode():
+        fast = linear(x, layer.weight, layer.bias, gelu=gelu)
+    assert fast.shape == expected.shape and (fast - expected).abs().max() < 1e-5
+    x.requires_grad_(True)
+    linear(x, layer.weight, layer.bias, gelu=gelu).sum().backward()
+    assert x.grad is not None and layer.weight.grad is not None
+
+
 def test_mlm_loss_path_never_builds_full_logits(monkeypatch):
     config = Config.from_name("roberta-tiny")
     model = RobertaForMaskedLM(config).eval()
