@@ -27,11 +27,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-# Both implementations run with transparent huge pages for large CPU tensors, as the litgpt CLI sets up
-# (litgpt/__main__.py); `--no-thp` measures both without. PyTorch reads this once, when torch is imported.
-os.environ["THP_MEM_ALLOC_ENABLE"] = "0" if "--no-thp" in sys.argv else os.environ.get("THP_MEM_ALLOC_ENABLE", "1")
-
-import torch  # noqa: E402
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -301,7 +297,6 @@ def main() -> None:
     parser.add_argument("--hf-optimizer", default="fused", choices=["fused", "torch-default"],
                         help="HF's AdamW: fused (HF Trainer's default) or torch.optim.AdamW's defaults")
     parser.add_argument("--shapes", default="", help="override case A's shape list, e.g. 4x512,32x512 (GPU runs)")
-    parser.add_argument("--no-thp", action="store_true", help="both sides without transparent huge pages")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-process peak-memory measurement")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
@@ -320,8 +315,7 @@ def main() -> None:
             CASES[f"A{i + 1}"] = dict(kind="train", batch=b, seq=t, ragged=False)
         names = [n for n in names if n != "A"] + [f"A{i + 1}" for i in range(len(args.shapes.split(",")))]
     print(f"# device={args.device} precision={args.precision} layers={args.layers} threads={torch.get_num_threads()}"
-          f" torch={torch.__version__} compile={args.compile} hf_optimizer={args.hf_optimizer}"
-          f" THP_MEM_ALLOC_ENABLE={os.environ['THP_MEM_ALLOC_ENABLE']}", flush=True)
+          f" torch={torch.__version__} compile={args.compile} hf_optimizer={args.hf_optimizer}", flush=True)
     results = []
     for name in names:
         res = time_case(name, args)

@@ -2,8 +2,7 @@
 
 import importlib
 
-# Everything is imported on first use, so that `python -m litgpt` can set up the process (see `litgpt/__main__.py`)
-# before torch is imported, and `litgpt fill_mask` does not pay for the tokenizer trainer's imports.
+# Everything is imported on first use: `import litgpt` stays cheap, and each CLI command only imports what it needs.
 _EXPORTS = {
     "Config": "litgpt.config",
     "Tokenizer": "litgpt.tokenizer",

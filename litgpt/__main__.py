@@ -8,12 +8,6 @@ import os
 import sys
 from typing import Callable, List, Optional
 
-# Back large CPU tensors with transparent huge pages. A training step allocates its big activations and the
-# [vocab, n_embd] embedding gradient afresh; with 4 KiB pages each first touch is a page fault, which cost
-# ~10% of a roberta-base MLM step on a 2-core CPU (benchmarks/compare_hf.py). PyTorch reads this once, when
-# torch is imported, so it is set here, before any litgpt module imports torch. THP_MEM_ALLOC_ENABLE=0 opts out.
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-
 COMMANDS = {
     "pretrain": "litgpt.pretrain:setup",
     "finetune": "litgpt.finetune.classification:setup",
