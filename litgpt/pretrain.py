@@ -416,7 +416,7 @@ def fit(fabric, model, optimizer, data, train_loader, val_loader, train: TrainAr
     window = {"loss": torch.zeros((), device=fabric.device), "correct": torch.zeros((), device=fabric.device),
               "count": torch.zeros((), device=fabric.device), "tokens": 0, "time": 0.0, "data_time": 0.0,
               "compute_time": 0.0, "steps": 0}
-    tokens_at_start = state["tokens"]
+    tokens_at_start, steps_at_start = state["tokens"], state["step"]
     last_val = None
 
     while not done(state, train):
@@ -473,7 +473,7 @@ def fit(fabric, model, optimizer, data, train_loader, val_loader, train: TrainAr
 
         if state["step"] % train.log_interval == 0 or done(state, train):
             log_progress(fabric, state, window, train, optimizer, flops_per_token, peak_flops,
-                         t_start, tokens_at_start)
+                         t_start, tokens_at_start, steps_at_start)
         is_last = done(state, train)
         if state["step"] % eval.interval == 0 or (is_last and eval.final_validation):
             last_val = validate(fabric, model, val_loader, eval)
@@ -508,7 +508,7 @@ def done(state: Dict[str, Any], train: TrainArgs) -> bool:
 
 
 def log_progress(fabric, state, window, train: TrainArgs, optimizer, flops_per_token, peak_flops,
-                 t_start, tokens_at_start) -> None:
+                 t_start, tokens_at_start, steps_at_start) -> None:
     steps = window["steps"]
     stats = torch.stack([window["loss"] / steps, window["correct"], window["count"]]).double()
     if fabric.world_size > 1:  # report the global batch, not rank 0's share of it
@@ -532,7 +532,8 @@ def log_progress(fabric, state, window, train: TrainArgs, optimizer, flops_per_t
         done_tokens = state["tokens"] - tokens_at_start
         remaining = elapsed / max(done_tokens, 1) * max(train.max_tokens - state["tokens"], 0)
     if train.max_steps:
-        by_steps = elapsed / max(steps, 1) * max(train.max_steps - state["step"], 0)
+        # the rate since this run started (a resumed run counts from where it resumed)
+        by_steps = elapsed / max(state["step"] - steps_at_start, 1) * max(train.max_steps - state["step"], 0)
         remaining = by_steps if remaining is None else min(remaining, by_steps)
     eta = str(timedelta(seconds=int(remaining))) if remaining is not None else "?"
     fabric.print(f"step {state['step']} | loss {loss:.4f} | acc {accuracy:.3f} | lr {lr:.2e} | "

@@ -217,3 +217,23 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path, capsys, monkey
     assert best["step"] <= 4
     assert all(torch.isfinite(v).all() for v in best["model"].values())
     assert not (out_dir / "final").exists()
+
+
+def test_eta_uses_the_rate_since_the_run_started():
+    """The ETA divides the time since this run started by the steps since then (a log window is one step here)."""
+    from types import SimpleNamespace
+
+    from litgpt.args import TrainArgs
+    from litgpt.pretrain import log_progress
+
+    printed = []
+    fabric = SimpleNamespace(world_size=1, device=torch.device("cpu"), log_dict=lambda *a, **k: None,
+                             print=printed.append)
+    window = {"loss": torch.tensor(2.0), "correct": torch.tensor(1.0), "count": torch.tensor(4.0), "tokens": 512,
+              "time": 10.0, "data_time": 0.0, "compute_time": 10.0, "steps": 1}
+    state = {"step": 15, "tokens": 5 * 512, "epoch": 0}
+    train = TrainArgs(max_steps=20, max_tokens=None)
+    optimizer = SimpleNamespace(param_groups=[{"lr": 1e-4}])
+    # resumed at step 10; 5 steps in 50 s since then: 10 s per step, 5 steps to go
+    log_progress(fabric, state, window, train, optimizer, 0, None, time.perf_counter() - 50, 0, 10)
+    assert printed[-1].endswith("ETA 0:00:50")
