@@ -13,7 +13,8 @@ Speed choices (see `benchmarks/compare_hf.py`):
 - the last block only computes the positions that are read: the masked ones for the MLM loss, `<s>` for a
   classifier;
 - the word embeddings and the tied decoder share one autograd node, so their `[vocab, n_embd]` gradient is
-  built in one buffer (see `TiedEmbedding`).
+  built in one buffer (see `TiedEmbedding`);
+- fp32 linear layers on CPU run on oneDNN's kernels, with bias and GELU fused in at inference (see `linear`).
 """
 
 from typing import Optional, Tuple, Union
