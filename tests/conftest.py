@@ -57,6 +57,17 @@ def ragged_batch(vocab_size=120, lengths=(12, 7, 3, 10), pad_id=1, seed=0):
     return ids, mask
 
 
+def assert_loaders_leave_global_rng_alone(data) -> None:
+    """A resumed run starts its iterators at other moments than an uninterrupted one: drawing from the global
+    RNG there would shift dropout. Starting the train and val loaders must leave it where it was."""
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    next(iter(data.train_dataloader()))
+    list(data.val_dataloader())
+    assert torch.equal(torch.rand(3), expected)
+
+
 def run_cli(*args, cwd=None, env=None, timeout=600):
     """Runs `python -m litgpt ...` in a subprocess and returns the CompletedProcess."""
     import subprocess

@@ -43,6 +43,12 @@ def write_json(path: Path, records) -> None:
 GOOD = [{"text": "a fine film", "label": 1}, {"text": "a dull film", "label": 0}] * 4
 
 
+def write_splits(data: Path, train=GOOD, test=GOOD) -> None:
+    """The finetuning toy layout: `train.json` and `test.json` in `data`."""
+    write_json(data / "train.json", train)
+    write_json(data / "test.json", test)
+
+
 class Evil:
     """Unpickling this would run a command; a safe loader must refuse it."""
 
@@ -78,17 +84,14 @@ def build(row: str, tmp: Path):
         (data / "test.txt").write_bytes(b"a good line\nanother good line\nbad \xff\xfe bytes\n")
         return pretrain(data, out)
     if row == "json missing key":
-        write_json(data / "train.json", GOOD + [{"text": "no label here"}])
-        write_json(data / "test.json", GOOD)
+        write_splits(data, train=GOOD + [{"text": "no label here"}])
         return finetune(data, out)
     if row == "label out of range":
-        write_json(data / "train.json", GOOD + [{"text": "five stars", "label": 5}])
-        write_json(data / "test.json", GOOD)
+        write_splits(data, train=GOOD + [{"text": "five stars", "label": 5}])
         return finetune(data, out)
     if row == "string label without mapping":
         named = [{"text": "great", "label": "pos"}, {"text": "awful", "label": "neg"}] * 4
-        write_json(data / "train.json", named)
-        write_json(data / "test.json", named + [{"text": "hmm", "label": "meh"}])
+        write_splits(data, train=named, test=named + [{"text": "hmm", "label": "meh"}])
         return finetune(data, out)
     if row == "csv wrong column count":
         data.mkdir()
@@ -131,14 +134,12 @@ def build(row: str, tmp: Path):
     if row == "zero batch size":
         return pretrain(data, out, "--train.micro_batch_size", "0")
     if row == "negative batch size":
-        write_json(data / "train.json", GOOD)
-        write_json(data / "test.json", GOOD)
+        write_splits(data)
         return finetune(data, out, "--batch_size", "-4")
     if row == "micro batch does not divide":
         return pretrain(data, out, "--train.micro_batch_size", "3")
     if row == "max_length over 512":
-        write_json(data / "train.json", GOOD)
-        write_json(data / "test.json", GOOD)
+        write_splits(data)
         return finetune(data, out, "--max_length", "1024")
     if row == "unknown precision":
         return pretrain(data, out, "--precision", "fp12")

@@ -5,6 +5,7 @@ import io
 import pytest
 import torch
 
+from conftest import assert_loaders_leave_global_rng_alone
 from custom_dataset import CustomMLMDataset  # the README's subclass, verbatim
 from litgpt.data.mlm import IGNORE_INDEX, MLMCollator, MLMMasker, example_generator, mask_tokens
 from litgpt.data.test_data import TestData, TestMLMDataset, demo_sentences, split_distinct
@@ -285,11 +286,4 @@ def test_ranks_get_disjoint_shards(tokenizer, tmp_path):
 
 
 def test_loaders_leave_the_global_rng_alone(tokenizer, tmp_path):
-    # a resumed run starts its iterators at other moments than an uninterrupted one: they must not shift dropout
-    data = make_data(tokenizer, tmp_path, num_workers=1)
-    torch.manual_seed(0)
-    expected = torch.rand(3)
-    torch.manual_seed(0)
-    next(iter(data.train_dataloader()))
-    list(data.val_dataloader())
-    assert torch.equal(torch.rand(3), expected)
+    assert_loaders_leave_global_rng_alone(make_data(tokenizer, tmp_path, num_workers=1))

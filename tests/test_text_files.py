@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_loaders_leave_global_rng_alone
 
 import litgpt.data.base as base
 import litgpt.data.text_files as text_files
@@ -170,13 +171,7 @@ def test_exact_resume(tokenizer, tmp_path, num_workers):
 
 def test_loaders_leave_the_global_rng_alone(tokenizer, tmp_path):
     write_corpus(tmp_path / "corpus")
-    data = make(tokenizer, tmp_path / "corpus", tmp_path / "cache", num_workers=1)
-    torch.manual_seed(0)
-    expected = torch.rand(3)
-    torch.manual_seed(0)
-    next(iter(data.train_dataloader()))
-    list(data.val_dataloader())
-    assert torch.equal(torch.rand(3), expected)
+    assert_loaders_leave_global_rng_alone(make(tokenizer, tmp_path / "corpus", tmp_path / "cache", num_workers=1))
 
 
 def test_cache_reused_and_rebuilt(tokenizer, tmp_path):
