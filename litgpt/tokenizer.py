@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Union
 
-from litgpt.utils import UsageError, atomic_write_text, check_writable_dir
+from litgpt.utils import UsageError, atomic_write_text, check_writable_dir, first_line
 
 DEFAULT_SPECIAL_TOKENS = {
     "bos_token": "<s>",
@@ -38,7 +38,7 @@ def _read_json(path: Path) -> Any:
         with open(path, encoding="utf-8") as fp:
             return json.load(fp)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as ex:
-        reason = str(ex).splitlines()[0][:200] if str(ex) else ""
+        reason = first_line(ex)
         raise UsageError(f"{path}: not a readable JSON file ({ex.__class__.__name__}: {reason})") from None
 
 
@@ -77,7 +77,7 @@ class Tokenizer:
             try:
                 backend = HFTokenizer.from_file(str(tokenizer_json))
             except Exception as ex:  # tokenizers raises a bare Exception for malformed files
-                reason = str(ex).splitlines()[0][:200] if str(ex) else ex.__class__.__name__
+                reason = first_line(ex) or ex.__class__.__name__
                 raise UsageError(f"{tokenizer_json}: not a readable tokenizer file ({reason})") from None
             source = tokenizer_json
         elif vocab_json.is_file() and merges_txt.is_file():
@@ -88,7 +88,7 @@ class Tokenizer:
                 merges_txt.read_text(encoding="utf-8")
                 model = BPE.from_file(str(vocab_json), str(merges_txt), **_bpe_kwargs())
             except Exception as ex:  # OSError, UnicodeDecodeError, or tokenizers' bare Exception
-                reason = str(ex).splitlines()[0][:200] if str(ex) else ex.__class__.__name__
+                reason = first_line(ex) or ex.__class__.__name__
                 raise UsageError(f"{merges_txt}: not a readable merges file ({reason})") from None
             backend = HFTokenizer(model)
             backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

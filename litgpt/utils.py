@@ -5,7 +5,7 @@ import random
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, Union
+from typing import Any, Dict, Iterator, Optional, Union
 
 import torch
 
@@ -67,6 +67,14 @@ def atomic_save_safetensors(state_dict: Dict[str, torch.Tensor], path: Union[str
         save_file(tensors, str(tmp), metadata=metadata)
 
 
+def first_line(ex: BaseException, limit: Optional[int] = 200) -> str:
+    """The first line of an exception's message (cut to `limit` characters), or "" when it has none: one-line
+    errors quote the library's reason without its traceback-sized detail."""
+    text = str(ex).strip()
+    line = text.splitlines()[0] if text else ""
+    return line if limit is None else line[:limit]
+
+
 def safe_torch_load(path: Union[str, Path], map_location: Any = "cpu") -> Any:
     """`torch.load` restricted to tensors and plain containers; pickled code is refused, never run."""
     import pickle
@@ -82,8 +90,8 @@ def safe_torch_load(path: Union[str, Path], map_location: Any = "cpu") -> Any:
             warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location=map_location, weights_only=True, mmap=False)
     except pickle.UnpicklingError as ex:
-        first = str(ex).strip().splitlines()[0] if str(ex).strip() else ex.__class__.__name__
-        raise UsageError(f"{path}: refused to load, it holds more than tensors and plain data ({first})") from None
+        reason = first_line(ex, limit=None) or ex.__class__.__name__
+        raise UsageError(f"{path}: refused to load, it holds more than tensors and plain data ({reason})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as ex:
         raise UsageError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt: {ex.__class__.__name__})") from None
 
