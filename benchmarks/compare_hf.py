@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from litgpt.model_roberta import RobertaForMaskedLM, RobertaForSequenceClassification  # noqa: E402
-from litgpt.scripts.convert_hf_checkpoint import config_from_hf, hf_to_lit_state_dict  # noqa: E402
+from litgpt.convert import config_from_hf, hf_to_lit_state_dict  # noqa: E402
 
 VOCAB = 50265
 MASK_ID = 50264
@@ -150,8 +150,8 @@ def make_step(impl: str, model, case: dict, batch, device: str, precision: str, 
         with torch.inference_mode(), autocast:
             where = ids == MASK_ID
             if impl == "ours":
-                hidden = model.roberta(ids, mask)
-                logits = model.lm_head(hidden[where], model.roberta.wte.weight)
+                hidden = model.roberta.hidden_at(ids, mask, where)
+                logits = model.lm_head(hidden, model.roberta.wte.weight)
             else:
                 logits = model(input_ids=ids, attention_mask=mask).logits[where]
             return logits.float().softmax(-1).topk(5)

@@ -3,10 +3,12 @@
 Functions are imported only when their subcommand runs, so `litgpt fill_mask` does not pay for pretraining imports.
 """
 
+import dataclasses
 import importlib
 import os
 import sys
-from typing import Callable, List, Optional
+import typing
+from typing import Any, Callable, Dict, List, Optional
 
 COMMANDS = {
     "pretrain": "litgpt.pretrain:setup",
@@ -25,6 +27,16 @@ def _load(target: str) -> Callable:
     return getattr(importlib.import_module(module), name)
 
 
+def settings_class(fn: Callable) -> Optional[type]:
+    """A command may take one dataclass of settings (its fields are the flags), as `finetune` takes `FinetuneArgs`."""
+    hints = [t for name, t in typing.get_type_hints(fn).items() if name != "return"]
+    return hints[0] if len(hints) == 1 and dataclasses.is_dataclass(hints[0]) else None
+
+
+def flag_types(fn: Callable) -> Dict[str, Any]:
+    return typing.get_type_hints(settings_class(fn) or fn)
+
+
 def normalize_argv(fn: Callable, args: List[str]) -> List[str]:
     """Makes two common shell habits work with jsonargparse:
 
@@ -33,9 +45,8 @@ def normalize_argv(fn: Callable, args: List[str]) -> List[str]:
       text stays a string even when it looks like YAML (`--text "Note: <mask>"`).
     """
     import json
-    import typing
 
-    hints = typing.get_type_hints(fn)
+    hints = flag_types(fn)
     bools = {f"--{n}" for n, t in hints.items() if t is bool or t == Optional[bool]}
     lists = {f"--{n}" for n, t in hints.items() if t in (List[str], Optional[List[str]])}
     out: List[str] = []
@@ -73,8 +84,12 @@ def run_command(fn: Callable, args: Optional[List[str]], prog: str) -> None:
     from litgpt.utils import RunError, UsageError
 
     args = normalize_argv(fn, sys.argv[1:] if args is None else args)
+    settings = settings_class(fn)
     try:
-        CLI(fn, args=args, as_positional=True, prog=prog)
+        if settings is None:
+            CLI(fn, args=args, as_positional=True, prog=prog)
+        else:
+            fn(CLI(settings, args=args, as_positional=True, prog=prog))
     except UsageError as ex:
         print(f"error: {ex}", file=sys.stderr)
         sys.exit(2)

@@ -71,9 +71,8 @@ class _Inference:
     def load(cls, source: Union[str, Path], device: Optional[Union[str, torch.device]] = None,
              batch_size: int = 32, checkpoints_dir: Path = Path("checkpoints")):
         """Loads the weights, config and tokenizer found at `source` onto `device` (default: GPU if any, else CPU)."""
-        from litgpt.checkpoint import load_checkpoint
+        from litgpt.checkpoint import build_model, load_checkpoint
         from litgpt.model_roberta import model_class_for_state_dict
-        from litgpt.scripts.convert_hf_checkpoint import build_model
         from litgpt.tokenizer import Tokenizer
 
         device = resolve_device(device)
@@ -91,7 +90,8 @@ class _Inference:
             )
         if checkpoint.tokenizer_dir is None:
             raise UsageError(
-                f"{checkpoint.source}: no tokenizer files (tokenizer.json or vocab.json + merges.txt) beside the weights"
+                f"{checkpoint.source}: no tokenizer files (tokenizer.json or vocab.json + merges.txt)"
+                " beside the weights"
             )
         tokenizer = Tokenizer(checkpoint.tokenizer_dir)
         if tokenizer.vocab_size > checkpoint.config.padded_vocab_size:
@@ -129,9 +129,6 @@ class _Inference:
                 attention_mask[row, : len(encoded[i])] = 1
             yield idx, input_ids.to(self.device), attention_mask.to(self.device)
 
-    def _hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.encoder(input_ids, attention_mask, causal=self.config.causal, unpad=True)
-
     @torch.inference_mode()
     def embed(self, texts: Union[str, Sequence[str]]) -> torch.Tensor:
         """One vector per text, `[N, n_embd]` float32 on the CPU.
@@ -143,10 +140,11 @@ class _Inference:
         texts = _as_texts(texts, "embed")
         out = torch.empty(len(texts), self.config.n_embd, dtype=torch.float32)
         for idx, input_ids, attention_mask in self._batches(self._encode(texts, truncate=True)):
-            hidden = self._hidden(input_ids, attention_mask).float()
-            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(1) / weights.sum(1)
-            out[torch.tensor(idx)] = pooled.cpu()
+            real = attention_mask.bool()
+            hidden = self.encoder.hidden_at(input_ids, attention_mask, real).float()  # [real tokens, C], row-major
+            text_of_token = real.nonzero(as_tuple=True)[0]
+            sums = hidden.new_zeros(len(idx), hidden.size(-1)).index_add_(0, text_of_token, hidden)
+            out[torch.tensor(idx)] = (sums / real.sum(1, keepdim=True)).cpu()
         return out
 
 
@@ -179,9 +177,9 @@ class MaskedLM(_Inference):
         top_k = min(top_k, self.config.padded_vocab_size)
         results: List[Optional[List[List[Candidate]]]] = [None] * len(texts)
         for idx, input_ids, attention_mask in self._batches(encoded):
-            hidden = self._hidden(input_ids, attention_mask)
             where = input_ids == self.tokenizer.mask_id  # row-major: texts in batch order, masks left to right
-            logits = self.model.lm_head(hidden[where], self.encoder.wte.weight).float()
+            hidden = self.encoder.hidden_at(input_ids, attention_mask, where)
+            logits = self.model.lm_head(hidden, self.encoder.wte.weight).float()
             scores, token_ids = logits.softmax(dim=-1).topk(top_k, dim=-1)
             scores, token_ids = scores.tolist(), token_ids.tolist()
             counts = where.sum(1).tolist()

@@ -1,7 +1,11 @@
-"""Training and evaluation arguments. The `Args:` sections of the docstrings are the `--help` text."""
+"""Training, evaluation and finetuning arguments. The `Args:` sections of the docstrings are the `--help` text."""
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from pathlib import Path
+from typing import List, Literal, Optional, Union
+
+# RoBERTa's position table: no released RoBERTa reads more than this many tokens
+MAX_POSITIONS = 512
 
 
 @dataclass
@@ -9,7 +13,8 @@ class TrainArgs:
     """Training hyperparameters.
 
     Args:
-        global_batch_size: Sequences per optimizer step, summed over devices (= micro_batch_size x devices x accumulation)
+        global_batch_size: Sequences per optimizer step, summed over devices
+            (= micro_batch_size x devices x accumulation)
         micro_batch_size: Sequences per forward/backward pass on one device
         max_tokens: Stop after this many real (non-pad) training tokens
         max_steps: Stop after this many optimizer steps
@@ -24,7 +29,8 @@ class TrainArgs:
         adam_eps: AdamW epsilon (RoBERTa uses 1e-6)
         max_norm: Gradient clipping by global norm; null disables it
         save_interval: Save `iter-{step}.pt` every this many optimizer steps (and at the end)
-        keep_last: Keep only this many newest `iter-*.pt` (older ones are deleted after a newer one is safely written); null keeps all
+        keep_last: Keep only this many newest `iter-*.pt` (older ones are deleted after a newer one is safely
+            written); null keeps all
         log_interval: Print and log progress every this many optimizer steps
         objective: mlm: masked language modelling; clm: left-to-right language modelling with the causal mode
         mask_prob: Fraction of ordinary tokens selected for the MLM loss
@@ -54,6 +60,32 @@ class TrainArgs:
     mask_replace_prob: float = 0.8
     random_replace_prob: float = 0.1
 
+    def validate(self) -> None:
+        from litgpt.data.mlm import check_mask_probs
+        from litgpt.utils import UsageError
+
+        for name in ("global_batch_size", "micro_batch_size"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"--train.{name} {getattr(self, name)}: must be a positive integer")
+        if self.global_batch_size % self.micro_batch_size:
+            raise UsageError(f"--train.micro_batch_size {self.micro_batch_size} does not divide "
+                             f"--train.global_batch_size {self.global_batch_size}")
+        if self.max_tokens is None and self.max_steps is None:
+            raise UsageError("give --train.max_tokens and/or --train.max_steps, or the run never ends")
+        if self.max_tokens is not None and self.max_tokens < 2 * self.global_batch_size:
+            raise UsageError(f"--train.max_tokens {self.max_tokens}: smaller than one optimizer step"
+                             f" ({self.global_batch_size} sequences of at least 2 tokens)")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise UsageError(f"--train.max_steps {self.max_steps}: must be positive")
+        check_mask_probs(self.mask_prob, self.mask_replace_prob, self.random_replace_prob)
+        if self.learning_rate <= 0:
+            raise UsageError(f"--train.learning_rate {self.learning_rate}: must be positive")
+        if self.save_interval is not None and self.save_interval <= 0:
+            raise UsageError(f"--train.save_interval {self.save_interval}: must be positive")
+        if self.keep_last is not None and self.keep_last <= 0:
+            raise UsageError(f"--train.keep_last {self.keep_last}: must be positive (or null to keep every checkpoint)")
+
+
 @dataclass
 class EvalArgs:
     """Validation settings.
@@ -63,11 +95,107 @@ class EvalArgs:
         max_iters: At most this many validation batches per evaluation
         initial_validation: Validate before the first step, so the log shows where the loss started
         final_validation: Validate after the last step
-        batch_size: Validation batch size; defaults to the micro batch size
     """
 
     interval: int = 1000
     max_iters: int = 100
     initial_validation: bool = True
     final_validation: bool = True
-    batch_size: Optional[int] = None
+
+    def validate(self) -> None:
+        from litgpt.utils import UsageError
+
+        if self.interval <= 0 or self.max_iters <= 0:
+            raise UsageError("--eval.interval and --eval.max_iters must be positive")
+
+
+@dataclass
+class FinetuneArgs:
+    """Finetune RoBERTa for sequence classification and evaluate it on the test split after every epoch.
+
+    Args:
+        data_dir: Folder with the train and test splits: train.json/test.json (a list of {"text", "label"}),
+            .jsonl, or .csv/.tsv with `text` and `label` columns (required). Labels are ids or class names.
+        output_dir: Where the finetuned model goes: config.json, pytorch_model.bin, tokenizer files, classifier.pt,
+            metrics.json (and train_state.pt for --resume). Must be new, empty or a previous finetuning output.
+        model_name: Weights to start from: a litgpt checkpoint dir, a pretraining out_dir (its best.pt), a
+            HuggingFace RoBERTa dir, or a name such as roberta-base (from checkpoints/ when `litgpt download`
+            put it there, else from the HuggingFace Hub). With --from_scratch: a registry config name.
+        num_labels: Number of classes.
+        batch_size: Training batch size (per device).
+        learning_rate: Peak learning rate (AdamW).
+        num_epochs: Training epochs.
+        max_length: Longest input in tokens; longer texts are truncated (keeping </s>). At most 512.
+        use_agnews: The data is AG News: JSONL with labels 0-3, or the original headerless train.csv/test.csv
+            (class index 1-4, title, description). Labels are named World, Sports, Business, Sci/Tech.
+        seed: Random seed for the new head, shuffling and dropout.
+        precision: 32-true, bf16-mixed, 16-mixed or bf16-true; defaults to bf16-mixed on GPUs that support it,
+            else 32-true.
+        devices: Devices to train on (an int, or "auto").
+        accelerator: cpu, cuda, mps or auto.
+        warmup_ratio: Fraction of the training steps with a linear warmup; then the rate decays linearly to 0.
+        weight_decay: AdamW weight decay; never applied to biases and LayerNorm weights.
+        eval_batch_size: Evaluation batch size; defaults to twice the training batch size.
+        num_workers: Data-loading worker processes.
+        from_scratch: Random init from the registry config --model_name (e.g. roberta-tiny) and a tokenizer
+            trained on the training texts, instead of pretrained weights.
+        resume: Continue the run in output_dir from its train_state.pt (saved after every epoch); with the same
+            flags, the result equals an uninterrupted run. A larger --num_epochs trains further.
+        max_grad_norm: Gradient clipping by global norm; 0 or null disables it.
+        label_names: Class names in id order, e.g. `--label_names '[negative, positive]'`; they map string labels
+            in the data to ids and name the classes in config.json and metrics.json.
+    """
+
+    data_dir: Optional[Path] = None
+    output_dir: Path = Path("out/roberta_finetuned")
+    model_name: str = "roberta-base"
+    num_labels: int = 2
+    batch_size: int = 16
+    learning_rate: float = 2e-5
+    num_epochs: int = 3
+    max_length: int = 128
+    use_agnews: bool = False
+    seed: int = 42
+    precision: Optional[str] = None
+    devices: Union[int, str] = 1
+    accelerator: str = "auto"
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    eval_batch_size: Optional[int] = None
+    num_workers: int = 0
+    from_scratch: bool = False
+    resume: bool = False
+    max_grad_norm: Optional[float] = 1.0
+    label_names: Optional[List[str]] = None
+
+
+def check_finetune_args(args: FinetuneArgs) -> None:
+    """Each flag's own range; what depends on the data or the model is checked where that is read. (A function, not
+    a method: the CLI would make a method of `FinetuneArgs` a subcommand.)"""
+    from litgpt.run import check_devices, check_precision
+    from litgpt.utils import UsageError
+
+    if args.data_dir is None:
+        raise UsageError("--data_dir is required: the folder with train.json and test.json (or .jsonl/.csv/.tsv)")
+    for name in ("num_labels", "batch_size", "num_epochs", "eval_batch_size"):
+        value = getattr(args, name)
+        if (name != "eval_batch_size" or value is not None) and (not isinstance(value, int) or value <= 0):
+            raise UsageError(f"--{name} {value}: must be a positive integer")
+    if args.num_labels < 2:
+        raise UsageError(f"--num_labels {args.num_labels}: classification needs at least 2 classes")
+    if not args.learning_rate > 0:
+        raise UsageError(f"--learning_rate {args.learning_rate}: must be positive")
+    if not 0 <= args.warmup_ratio < 1:
+        raise UsageError(f"--warmup_ratio {args.warmup_ratio}: expected a fraction in [0, 1)")
+    if args.weight_decay < 0:
+        raise UsageError(f"--weight_decay {args.weight_decay}: must be >= 0")
+    if args.max_grad_norm is not None and args.max_grad_norm < 0:
+        raise UsageError(f"--max_grad_norm {args.max_grad_norm}: must be positive (0 disables clipping)")
+    if args.num_workers < 0:
+        raise UsageError(f"--num_workers {args.num_workers}: must be >= 0")
+    if args.max_length < 3:
+        raise UsageError(f"--max_length {args.max_length}: must be at least 3 (<s>, a token, </s>)")
+    if args.max_length > MAX_POSITIONS:
+        raise UsageError(f"--max_length {args.max_length}: RoBERTa reads at most {MAX_POSITIONS} tokens")
+    check_precision(args.precision)
+    check_devices(args.devices)

@@ -1,21 +1,36 @@
-"""One way to read every kind of checkpoint the commands accept.
+"""Any source of weights -> one loaded checkpoint (config, state dict, tokenizer folder), and the model built from it.
 
+The sources every command accepts:
 - a litgpt checkpoint dir: `lit_model.pth` + `model_config.yaml` (+ tokenizer files);
 - a pretraining `out_dir`: its `best.pt` (else `final/`, else the newest `iter-*.pt`);
 - a training-state file (`best.pt`, `iter-{step}.pt`);
 - a HuggingFace RoBERTa dir (`config.json` + weights), converted in memory;
-- a registry name such as `roberta-base`, when `litgpt download` put it under `checkpoints/`.
+- a registry name such as `roberta-base` or a Hub id, when `litgpt download` put it under `checkpoints/`
+  (`fetch_from_hub` is how it gets there).
 """
 
+import fnmatch
+import importlib
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 
 from litgpt.config import Config, name_to_config
-from litgpt.utils import UsageError, safe_torch_load
+from litgpt.tokenizer import TOKENIZER_FILES
+from litgpt.train_state import iter_checkpoints, load_training_state
+from litgpt.utils import UsageError, load_state_dict_file
+
+CONFIG_FILES = ("config.json",)
+# (single file, sharded index, shard pattern), in order of preference: safetensors over pickles
+WEIGHT_FORMATS = (
+    ("model.safetensors", "model.safetensors.index.json", "model-*-of-*.safetensors"),
+    ("pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*-of-*.bin"),
+)
+OFFLINE_HINT = "or convert a local HuggingFace dir with `litgpt convert_to_litgpt DIR`"
 
 
 @dataclass
@@ -26,42 +41,6 @@ class LoadedCheckpoint:
     source: str  # one line for users: where the weights came from
 
 
-def iter_checkpoints(out_dir: Path):
-    """`iter-{step}.pt` files, oldest step first."""
-    found = []
-    for path in Path(out_dir).glob("iter-*.pt"):
-        match = re.fullmatch(r"iter-(\d+)\.pt", path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    return [p for _, p in sorted(found)]
-
-
-def local_hub_dir(name: str, checkpoints_dir: Path = Path("checkpoints")) -> Optional[Path]:
-    """Where `litgpt download` puts a registry model (`checkpoints/ORG/NAME`), if it is there."""
-    candidates = [checkpoints_dir / name]
-    if name in name_to_config and name_to_config[name].get("hf_config"):
-        hf = name_to_config[name]["hf_config"]
-        candidates.insert(0, checkpoints_dir / hf["org"] / hf["name"])
-    for path in candidates:
-        if (path / "lit_model.pth").is_file() or (path / "config.json").is_file():
-            return path
-    return None
-
-
-def _tokenizer_dir(*candidates: Path) -> Optional[Path]:
-    for path in candidates:
-        if (path / "tokenizer.json").is_file() or (path / "vocab.json").is_file():
-            return path
-    return None
-
-
-def load_training_state(path: Path) -> dict:
-    state = safe_torch_load(path)
-    if not isinstance(state, dict):
-        raise UsageError(f"{path}: expected a checkpoint dict")
-    return state
-
-
 def load_checkpoint(source: Union[str, Path], checkpoints_dir: Path = Path("checkpoints")) -> LoadedCheckpoint:
     path = Path(source)
     if not path.exists() and isinstance(source, str) and not source.startswith((".", "/")):
@@ -69,7 +48,7 @@ def load_checkpoint(source: Union[str, Path], checkpoints_dir: Path = Path("chec
         if hub is None:
             raise UsageError(
                 f"{source}: no such checkpoint dir, and no downloaded weights under {checkpoints_dir}/"
-                f" (run `litgpt download {_repo_id(source)}`)"
+                f" (run `litgpt download {hub_repo_id(source) or source}`)"
             )
         path = hub
     if not path.exists():
@@ -78,11 +57,9 @@ def load_checkpoint(source: Union[str, Path], checkpoints_dir: Path = Path("chec
     if path.is_file():
         return _from_state_file(path)
     if (path / "lit_model.pth").is_file():
-        from litgpt.utils import load_state_dict_file
-
         config = Config.from_checkpoint(path)
         state = load_state_dict_file(path / "lit_model.pth")
-        return LoadedCheckpoint(config, state, _tokenizer_dir(path), f"litgpt checkpoint {path}")
+        return LoadedCheckpoint(config, state, find_tokenizer_dir(path), f"litgpt checkpoint {path}")
     if (path / "best.pt").is_file():
         return _from_state_file(path / "best.pt")
     if (path / "final" / "lit_model.pth").is_file():
@@ -91,16 +68,83 @@ def load_checkpoint(source: Union[str, Path], checkpoints_dir: Path = Path("chec
     if iters:
         return _from_state_file(iters[-1])
     if (path / "config.json").is_file():
-        from litgpt.scripts.convert_hf_checkpoint import load_hf_checkpoint
-
         config, state = load_hf_checkpoint(path)
-        return LoadedCheckpoint(config, state, _tokenizer_dir(path), f"HuggingFace checkpoint {path} (converted)")
+        return LoadedCheckpoint(config, state, find_tokenizer_dir(path), f"HuggingFace checkpoint {path} (converted)")
     raise UsageError(
         f"{path}: not a checkpoint; expected lit_model.pth + model_config.yaml, a pretraining out_dir"
         " (best.pt, final/ or iter-*.pt) or a HuggingFace dir (config.json + weights)"
     )
 
 
+def build_model(config: Config, state_dict: Dict[str, torch.Tensor], source: str) -> torch.nn.Module:
+    """Instantiates the right head for `state_dict` and loads it strictly, with one clear error on a mismatch."""
+    from litgpt.model_roberta import (
+        RobertaForMaskedLM,
+        RobertaForSequenceClassification,
+        RobertaModel,
+        model_class_for_state_dict,
+    )
+
+    kind = model_class_for_state_dict(state_dict)
+    with torch.device("meta"):
+        if kind == "classification":
+            model = RobertaForSequenceClassification(config, state_dict["classifier.out_proj.weight"].shape[0])
+        elif kind == "mlm":
+            model = RobertaForMaskedLM(config)
+        else:
+            model = RobertaModel(config)
+    if kind == "base":
+        state_dict = {k[len("roberta.") :]: v for k, v in state_dict.items()}
+    check_state_dict(model, state_dict, source)
+    model = model.to_empty(device="cpu")
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
+def check_state_dict(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor], source: str) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    if missing or unexpected:
+        raise UsageError(
+            f"{source}: weights do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    for key, value in expected.items():
+        if tuple(state_dict[key].shape) != tuple(value.shape):
+            raise UsageError(
+                f"{source}: weight {key} has shape {tuple(state_dict[key].shape)}, the config expects"
+                f" {tuple(value.shape)} (a checkpoint from another config?)"
+            )
+
+
+def find_checkpoint(name: str, flag: str, hint: str = "",
+                    checkpoints_dir: Path = Path("checkpoints")) -> Optional[LoadedCheckpoint]:
+    """Like `from_pretrained`: a local path, else what `litgpt download` put under `checkpoints/`, else the Hub
+    (through its cache, downloading what is missing). None when `name` is neither a path nor a Hub model."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return load_checkpoint(path)
+    local = local_hub_dir(name, checkpoints_dir)
+    if local is not None:
+        return load_checkpoint(local)
+    repo_id = hub_repo_id(name)
+    if repo_id is None:
+        return None
+    print(f"Fetching {repo_id} from the HuggingFace Hub (into huggingface_hub's cache)")
+    try:
+        folder = fetch_from_hub(repo_id)
+    except UsageError as ex:
+        raise UsageError(
+            f"{flag} {name}: no local weights (checked ./{name} and {checkpoints_dir}/{repo_id}) and the HuggingFace "
+            f"Hub could not be reached ({str(ex).split('; ')[0]}). Options: run `litgpt download {repo_id}` while "
+            f"online; pass a local checkpoint dir (litgpt, pretraining out_dir or HuggingFace) as {flag}{hint}"
+        ) from None
+    loaded = load_checkpoint(folder)
+    loaded.source = f"HuggingFace Hub {repo_id} ({loaded.source})"
+    return loaded
+
+
+# ---- training-state files (see litgpt/train_state.py) -----------------------------------------------------------
 def _from_state_file(path: Path) -> LoadedCheckpoint:
     state = load_training_state(path)
     if "model" in state and isinstance(state["model"], dict):
@@ -116,12 +160,207 @@ def _from_state_file(path: Path) -> LoadedCheckpoint:
         config = Config.from_file(config_file)
     if not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise UsageError(f"{path}: model weights must be tensors")
-    tokenizer_dir = _tokenizer_dir(path.parent, path.parent / "final")
+    tokenizer_dir = find_tokenizer_dir(path.parent, path.parent / "final")
     step = state.get("step") if isinstance(state.get("step"), int) else None
     where = f"pretraining checkpoint {path}" + (f" (step {step})" if step is not None else "")
     return LoadedCheckpoint(config, weights, tokenizer_dir, where)
 
 
-def _repo_id(name: str) -> str:
+# ---- HuggingFace folders ----------------------------------------------------------------------------------------
+def load_hf_checkpoint(
+    checkpoint_dir: Path, model_name: Optional[str] = None
+) -> Tuple[Config, Dict[str, torch.Tensor]]:
+    """Reads a HF RoBERTa dir into our config and state dict, checked against each other."""
+    from litgpt.convert import config_from_hf, hf_to_lit_state_dict, read_hf_config
+
+    checkpoint_dir = Path(checkpoint_dir)
+    config = config_from_hf(read_hf_config(checkpoint_dir), model_name)
+    state = hf_to_lit_state_dict(load_hf_weights(checkpoint_dir), config.n_layer)
+    if "classifier.out_proj.weight" in state:
+        num_labels = state["classifier.out_proj.weight"].shape[0]
+        if config.num_labels != num_labels:
+            config.num_labels = num_labels
+            config.id2label = {i: config.id2label.get(i, f"LABEL_{i}") for i in range(num_labels)}
+    build_model(config, state, str(checkpoint_dir))  # validates names and shapes
+    return config, state
+
+
+def load_hf_weights(checkpoint_dir: Path) -> Dict[str, torch.Tensor]:
+    """Reads `model.safetensors` (single or sharded) or `pytorch_model.bin`, safely."""
+    for single, index_name, _ in WEIGHT_FORMATS:
+        if (checkpoint_dir / single).is_file():
+            return load_state_dict_file(checkpoint_dir / single)
+        index = checkpoint_dir / index_name
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            state: Dict[str, torch.Tensor] = {}
+            for shard in shards:
+                state.update(load_state_dict_file(checkpoint_dir / shard))
+            return state
+    raise UsageError(
+        f"{checkpoint_dir}: no weights found; looked for model.safetensors, model.safetensors.index.json,"
+        " pytorch_model.bin and pytorch_model.bin.index.json"
+    )
+
+
+# ---- tokenizers -------------------------------------------------------------------------------------------------
+def find_tokenizer_dir(*candidates: Path) -> Optional[Path]:
+    for path in candidates:
+        if (path / "tokenizer.json").is_file() or (path / "vocab.json").is_file():
+            return path
+    return None
+
+
+def check_tokenizer(tokenizer, config: Config, source: str, need_mask: bool = False) -> None:
+    """The tokenizer must fit the model's embedding table (and have `<mask>` where the task needs it)."""
+    if tokenizer.vocab_size > config.padded_vocab_size:
+        raise UsageError(f"{source}: the tokenizer's vocabulary ({tokenizer.vocab_size} tokens) exceeds the model's "
+                         f"embedding table ({config.padded_vocab_size} rows; a tokenizer from another model?)")
+    if need_mask and tokenizer.mask_id is None:
+        raise UsageError(f"{source}: tokenizer has no <mask> token")
+
+
+def prepare_tokenizer(fabric, data, out_dir: Path, tokenizer_dir: Optional[Path], vocab_size: Optional[int],
+                      initial_tokenizer_dir: Optional[Path], config: Config, resuming: bool):
+    """Pretraining's tokenizer: the given one, the resumed run's, the initial checkpoint's, or else one trained on
+    the training text (by rank 0; the others load it)."""
+    from litgpt.tokenizer import Tokenizer, train_tokenizer
+
+    candidate = next((c for c in (tokenizer_dir, out_dir if resuming else None, initial_tokenizer_dir)
+                      if c is not None), None)
+    if candidate is None:
+        candidate = out_dir
+        if fabric.global_rank == 0:
+            size = vocab_size or config.vocab_size
+            fabric.print(f"No --tokenizer_dir: training a byte-level BPE tokenizer (vocab <= {size}) on the training"
+                         " text")
+            train_tokenizer(data.tokenizer_training_texts(), vocab_size=size, out_dir=candidate)
+        fabric.barrier()
+    tokenizer = Tokenizer(candidate)
+    check_tokenizer(tokenizer, config, str(candidate), need_mask=True)
+    return tokenizer
+
+
+def adopt_tokenizer_ids(config: Config, tokenizer, weights_given: bool) -> Config:
+    """Special ids come from the tokenizer. With existing weights they must match the config; a fresh model adopts
+    them."""
+    ids = dict(pad_token_id=tokenizer.pad_id, bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id,
+               mask_token_id=tokenizer.mask_id)
+    diffs = {k: (getattr(config, k), v) for k, v in ids.items() if getattr(config, k) != v}
+    if weights_given and "pad_token_id" in diffs:
+        raise UsageError(f"tokenizer special ids {diffs} (config, tokenizer) disagree with the checkpoint's config")
+    return replace(config, **ids) if diffs else config
+
+
+# ---- the HuggingFace Hub ----------------------------------------------------------------------------------------
+def hub_repo_id(name: str) -> Optional[str]:
+    """The Hub repo id for a registry name (`roberta-base` -> `FacebookAI/roberta-base`) or an `ORG/NAME` id."""
     hf = name_to_config.get(name, {}).get("hf_config")
-    return f"{hf['org']}/{hf['name']}" if hf else name
+    if hf:
+        return f"{hf['org']}/{hf['name']}"
+    return name if re.fullmatch(r"[\w.-]+/[\w.-]+", name) else None
+
+
+def local_hub_dir(name: str, checkpoints_dir: Path = Path("checkpoints")) -> Optional[Path]:
+    """Where `litgpt download` put a registry model or Hub id (`checkpoints/ORG/NAME`), if it is there."""
+    repo_id = hub_repo_id(name)
+    candidates = [checkpoints_dir / repo_id, checkpoints_dir / name] if repo_id else [checkpoints_dir / name]
+    for path in candidates:
+        if (path / "lit_model.pth").is_file() or (path / "config.json").is_file():
+            return path
+    return None
+
+
+def select_files(available: Iterable[str], tokenizer_only: bool = False) -> List[str]:
+    """The files to fetch from a repo's (root-level) file names: config, tokenizer, and one weights format."""
+    available = set(available)
+    wanted = [f for f in TOKENIZER_FILES if f in available]
+    if tokenizer_only:
+        return wanted
+    wanted = [f for f in CONFIG_FILES if f in available] + wanted
+    for single, index, shards in WEIGHT_FORMATS:
+        if single in available:
+            return wanted + [single]
+        if index in available:
+            return wanted + [index] + sorted(f for f in available if fnmatch.fnmatch(f, shards))
+    return wanted
+
+
+def fetch_from_hub(repo_id: str, access_token: Optional[str] = None, tokenizer_only: bool = False) -> Path:
+    """Downloads the wanted files into the HuggingFace cache and returns the snapshot folder.
+
+    With HF_HUB_OFFLINE set, a snapshot already in the cache is used as is. Every failure is one `UsageError`.
+    """
+    from huggingface_hub import HfApi, constants, snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    endpoint = constants.ENDPOINT
+    offline = constants.HF_HUB_OFFLINE
+    try:
+        if offline:
+            # no listing without network: take whatever of the candidate files the cached snapshot holds
+            patterns = list(CONFIG_FILES + TOKENIZER_FILES) + [p for fmt in WEIGHT_FORMATS for p in fmt]
+            return Path(snapshot_download(repo_id, allow_patterns=patterns, token=access_token))
+        # `model_info` lists the files in one request; `list_repo_files` retries with backoff for a minute when offline
+        info = HfApi(token=access_token).model_info(repo_id)
+        remote = [s.rfilename for s in info.siblings or [] if "/" not in s.rfilename]
+        files = select_files(remote, tokenizer_only)
+        if not tokenizer_only and not any(f.startswith(("model", "pytorch_model")) for f in files):
+            raise UsageError(f"{repo_id}: the repo has no model.safetensors or pytorch_model.bin weights")
+        return Path(snapshot_download(repo_id, allow_patterns=files, token=access_token))
+    except UsageError:
+        raise
+    except GatedRepoError:
+        raise UsageError(
+            f"{repo_id}: gated repo; accept its terms at {endpoint}/{repo_id} and pass --access_token (or set HF_TOKEN)"
+        ) from None
+    except RepositoryNotFoundError:
+        raise UsageError(
+            f"{repo_id}: repo not found on {endpoint} (or private); check the repo id (`litgpt download list`),"
+            " or pass --access_token for a private repo"
+        ) from None
+    except RevisionNotFoundError:
+        raise UsageError(f"{repo_id}: the repo has no main branch on {endpoint}") from None
+    except (OfflineModeIsEnabled, LocalEntryNotFoundError) as ex:
+        if offline:
+            raise UsageError(
+                f"{repo_id}: not in the local HuggingFace cache and HF_HUB_OFFLINE is set; unset it to download,"
+                f" {OFFLINE_HINT}"
+            ) from None
+        raise UsageError(_connection_message(repo_id, endpoint, ex.__cause__ or ex)) from None
+    except HfHubHTTPError as ex:
+        status = getattr(getattr(ex, "response", None), "status_code", "error")
+        if status == 401:
+            raise UsageError(f"{repo_id}: {endpoint} refused access (HTTP 401); pass a valid --access_token") from None
+        raise UsageError(f"{repo_id}: {endpoint} answered HTTP {status}; try again later, {OFFLINE_HINT}") from None
+    except (ConnectionError, TimeoutError, *_http_errors()) as ex:
+        raise UsageError(_connection_message(repo_id, endpoint, ex)) from None
+    except OSError as ex:  # the local side: a full disk, an unwritable HF cache
+        detail = f"{ex.strerror}: {ex.filename}" if ex.strerror else str(ex).splitlines()[0]
+        raise UsageError(
+            f"{repo_id}: download failed ({detail}); check HF_HOME / HF_HUB_CACHE and the free disk space"
+        ) from None
+
+
+def _connection_message(repo_id: str, endpoint: str, ex: BaseException) -> str:
+    return (
+        f"{repo_id}: could not reach {endpoint} ({ex.__class__.__name__}); check the network"
+        f" (HF_ENDPOINT, proxy settings), {OFFLINE_HINT}"
+    )
+
+
+def _http_errors() -> tuple:
+    errors = []
+    for module in ("httpx2", "httpx"):  # huggingface_hub's HTTP client, by version
+        try:
+            errors.append(importlib.import_module(module).HTTPError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)

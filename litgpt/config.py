@@ -1,11 +1,14 @@
 """Model configuration: one dataclass plus a registry of named RoBERTa configs."""
 
 from copy import deepcopy
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import yaml
+
+# the fields that decide the weights' shapes (besides the vocabulary)
+ARCH_FIELDS = ("n_layer", "n_embd", "n_head", "intermediate_size", "block_size", "type_vocab_size")
 
 
 @dataclass
@@ -92,6 +95,29 @@ class Config:
         if checkpoint_dir.name in name_to_config:
             return cls.from_name(checkpoint_dir.name, **kwargs)
         raise FileNotFoundError(f"{checkpoint_dir}: no model_config.yaml found (is this a litgpt checkpoint dir?)")
+
+    def architecture_diff(self, other: "Config") -> List[str]:
+        """The fields that decide the weights' shapes where `other` differs: weights from one fit the other only
+        when this is empty (vocabularies may differ: the embedding rows are checked when the weights load)."""
+        return [f"{k}={getattr(other, k)} (expected {getattr(self, k)})" for k in ARCH_FIELDS
+                if getattr(other, k) != getattr(self, k)]
+
+    def flops_per_token(self) -> float:
+        """Nominal training FLOPs per token (forward + backward = 3x forward): the blocks' matmuls and attention."""
+        C, L, T = self.n_embd, self.n_layer, self.block_size
+        block_params = L * (4 * C * C + 2 * C * self.intermediate_size)
+        return 6 * block_params + 6 * L * 2 * C * T
+
+    @classmethod
+    def resolve(cls, name: str, overrides: Optional["Config"] = None) -> "Config":
+        """`--model_name` and `--model_config`: the registry entry, or the given config (named `name` if unnamed)."""
+        from litgpt.utils import UsageError
+
+        if overrides is not None:
+            return overrides if overrides.name else replace(overrides, name=name)
+        if name not in name_to_config:
+            raise UsageError(f"--model_name {name!r}: unknown; known names: {', '.join(sorted(name_to_config))}")
+        return cls.from_name(name)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)

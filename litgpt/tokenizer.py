@@ -1,6 +1,7 @@
 """Byte-level BPE tokenizer for RoBERTa: loading (tokenizer.json or vocab.json + merges.txt), saving, training.
 
-Everything goes through HuggingFace `tokenizers`, so ids are the ones `transformers.AutoTokenizer` gives on the same files.
+Everything goes through HuggingFace `tokenizers`, so ids are the ones `transformers.AutoTokenizer` gives on the same
+files.
 """
 
 import json
@@ -57,9 +58,8 @@ class Tokenizer:
     """
 
     def __init__(self, checkpoint_dir: Union[str, Path]) -> None:
-        from tokenizers import AddedToken
+        from tokenizers import AddedToken, decoders, pre_tokenizers
         from tokenizers import Tokenizer as HFTokenizer
-        from tokenizers import decoders, pre_tokenizers
         from tokenizers.models import BPE
 
         checkpoint_dir = Path(checkpoint_dir)
@@ -97,7 +97,7 @@ class Tokenizer:
             for entry in (config.get("added_tokens_decoder") or {}).values():
                 if isinstance(entry, dict) and isinstance(entry.get("content"), str):
                     declared[entry["content"]] = entry
-            wanted = [names["bos_token"], names["pad_token"], names["eos_token"], names["unk_token"], names["mask_token"]]
+            wanted = [names[k] for k in ("bos_token", "pad_token", "eos_token", "unk_token", "mask_token")]
             for token in dict.fromkeys(wanted):
                 if token not in vocab:
                     continue
@@ -132,7 +132,8 @@ class Tokenizer:
         missing = [names[k] for k in ("bos_token", "eos_token", "pad_token", "mask_token") if ids[k] is None]
         if missing:
             raise UsageError(f"{source}: no {', '.join(repr(t) for t in missing)} token; a RoBERTa tokenizer needs "
-                             f"{names['bos_token']}, {names['eos_token']}, {names['pad_token']} and {names['mask_token']}")
+                             f"{names['bos_token']}, {names['eos_token']}, {names['pad_token']} and "
+                             f"{names['mask_token']}")
         self.bos_id: int = ids["bos_token"]
         self.eos_id: int = ids["eos_token"]
         self.pad_id: int = ids["pad_token"]
@@ -154,7 +155,8 @@ class Tokenizer:
             return self._tok
         minimum = 4 if pair else 2
         if not isinstance(max_length, int) or max_length < minimum:
-            raise ValueError(f"max_length must be an int >= {minimum} (room for the special tokens), got {max_length!r}")
+            raise ValueError(f"max_length must be an int >= {minimum} (room for the special tokens), "
+                             f"got {max_length!r}")
         if max_length not in self._truncating:
             from tokenizers import Tokenizer as HFTokenizer
 
@@ -184,7 +186,8 @@ class Tokenizer:
         """`<s> text </s>` ids. With `max_length`, the text is cut so the result fits and still ends with `</s>`."""
         if not isinstance(text, str):
             raise TypeError(f"encode expects a str, got {type(text).__name__}")
-        return self._backend(max_length).encode(self._prefix(text, max_length), add_special_tokens=add_special_tokens).ids
+        backend = self._backend(max_length)
+        return backend.encode(self._prefix(text, max_length), add_special_tokens=add_special_tokens).ids
 
     def encode_pair(self, text_a: str, text_b: str, max_length: Optional[int] = None) -> List[int]:
         """`<s> A </s></s> B </s>`; truncation removes tokens from the longer text first (HF's `longest_first`)."""
@@ -273,7 +276,7 @@ class Tokenizer:
 
 # ---- training -----------------------------------------------------------------------------------------------
 def _iter_training_texts(texts_or_files: Iterable[Union[str, Path]], errors: str = "strict") -> Iterator[str]:
-    from litgpt.data.base import iter_units
+    from litgpt.data.readers import iter_units
 
     for item in texts_or_files:
         if isinstance(item, Path):
@@ -286,7 +289,8 @@ def _iter_training_texts(texts_or_files: Iterable[Union[str, Path]], errors: str
             raise TypeError(f"train_tokenizer expects str texts or Path files, got {type(item).__name__}")
 
 
-def train_tokenizer(texts_or_files: Iterable[Union[str, Path]], vocab_size: int, out_dir: Optional[Union[str, Path]] = None,
+def train_tokenizer(texts_or_files: Iterable[Union[str, Path]], vocab_size: int,
+                    out_dir: Optional[Union[str, Path]] = None,
                     min_frequency: int = 2) -> Tokenizer:
     """Trains a RoBERTa-style byte-level BPE tokenizer.
 
@@ -295,13 +299,13 @@ def train_tokenizer(texts_or_files: Iterable[Union[str, Path]], vocab_size: int,
     `vocab_size` is the total including `<mask>` (smaller if the text runs out of merges).
     With `out_dir`, the files are written there (see `Tokenizer.save`) and the returned tokenizer reads them back.
     """
-    from tokenizers import AddedToken
+    from tokenizers import AddedToken, decoders, pre_tokenizers, processors, trainers
     from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import decoders, pre_tokenizers, processors, trainers
     from tokenizers.models import BPE
 
     if not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB_SIZE:
-        raise UsageError(f"vocab_size {vocab_size}: must be at least {MIN_VOCAB_SIZE} (256 byte symbols + 5 special tokens)")
+        raise UsageError(f"vocab_size {vocab_size}: must be at least {MIN_VOCAB_SIZE} (256 byte symbols + 5 special "
+                         "tokens)")
     if not isinstance(min_frequency, int) or min_frequency < 1:
         raise UsageError(f"min_frequency {min_frequency}: must be a positive integer")
     specials = ["<s>", "<pad>", "</s>", "<unk>"]
@@ -331,9 +335,11 @@ def train_tokenizer(texts_or_files: Iterable[Union[str, Path]], vocab_size: int,
     final = HFTokenizer(BPE(vocab=vocab, merges=merges, **_bpe_kwargs()))
     final.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     final.decoder = decoders.ByteLevel()
-    final.add_special_tokens([AddedToken(t, lstrip=False, rstrip=False, normalized=False, special=True) for t in specials])
+    final.add_special_tokens([AddedToken(t, lstrip=False, rstrip=False, normalized=False, special=True)
+                              for t in specials])
     final.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=False, normalized=False, special=True)])
-    final.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True, add_prefix_space=False)
+    final.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True,
+                                                        add_prefix_space=False)
     tokenizer = Tokenizer._from_backend(final)
     if out_dir is None:
         return tokenizer
@@ -352,7 +358,7 @@ def train_tokenizer_command(data_dir: Path, out_dir: Path, vocab_size: int = 800
         vocab_size: Size of the vocabulary, special tokens included (`<mask>` gets the last id).
         min_frequency: Merges seen fewer times than this are not learned.
     """
-    from litgpt.data.base import find_text_files
+    from litgpt.data.readers import find_text_files
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     files = find_text_files(data_dir, "data_dir")

@@ -9,7 +9,6 @@ from typing import Any, Dict, Iterator, Optional, Union
 
 import torch
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -86,14 +85,16 @@ def safe_torch_load(path: Union[str, Path], map_location: Any = "cpu") -> Any:
     import warnings
 
     try:
-        with warnings.catch_warnings():  # the restricted unpickler warns about newer pickle protocols; it still refuses code
+        # the restricted unpickler warns about newer pickle protocols; it still refuses code
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location=map_location, weights_only=True, mmap=False)
     except pickle.UnpicklingError as ex:
         reason = first_line(ex, limit=None) or ex.__class__.__name__
         raise UsageError(f"{path}: refused to load, it holds more than tensors and plain data ({reason})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as ex:
-        raise UsageError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt: {ex.__class__.__name__})") from None
+        reason = ex.__class__.__name__
+        raise UsageError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt: {reason})") from None
 
 
 def load_state_dict_file(path: Union[str, Path]) -> Dict[str, torch.Tensor]:

@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from litgpt import Config
+from litgpt.args import FinetuneArgs
 from litgpt.data.classification import (
     AGNEWS_LABELS,
-    Collate,
-    LengthGroupedBatchSampler,
-    load_classification_data,
+    ClassificationCollator,
+    ClassificationDataModule,
+    length_grouped_batches,
 )
 from litgpt.model_roberta import RobertaForMaskedLM, RobertaForSequenceClassification
 from litgpt.utils import UsageError
@@ -150,9 +151,9 @@ def test_rerun_into_finished_output_is_allowed(toy_run, tiny_checkpoint, tmp_pat
     with pytest.raises(UsageError, match="already finished"):
         from litgpt.finetune.classification import load_resume_state
 
-        args = json.loads(json.dumps(torch.load(out / "train_state.pt", weights_only=True)["args"]))
-        data = load_classification_data(TOY, 2)
-        load_resume_state(out, args, data)
+        saved = torch.load(out / "train_state.pt", weights_only=True)["args"]
+        args = FinetuneArgs(**{**saved, "data_dir": Path(saved["data_dir"]), "output_dir": out})
+        load_resume_state(args, ClassificationDataModule(TOY, 2))
 
 
 # ---- AG News ---------------------------------------------------------------------------------------------------
@@ -181,8 +182,8 @@ def write_agnews(folder: Path, layout: str) -> Path:
 
 
 def test_agnews_readers(tmp_path):
-    csv_data = load_classification_data(write_agnews(tmp_path / "csv", "csv"), 4, use_agnews=True)
-    jsonl_data = load_classification_data(write_agnews(tmp_path / "jsonl", "jsonl"), 4, use_agnews=True)
+    csv_data = ClassificationDataModule(write_agnews(tmp_path / "csv", "csv"), 4, use_agnews=True)
+    jsonl_data = ClassificationDataModule(write_agnews(tmp_path / "jsonl", "jsonl"), 4, use_agnews=True)
     for data in (csv_data, jsonl_data):
         assert data.id2label == dict(enumerate(AGNEWS_LABELS))
         assert data.train.labels == [c - 1 for c, _, _ in AG_ROWS]
@@ -193,13 +194,13 @@ def test_agnews_readers(tmp_path):
         body = fp.read()
         fp.seek(0)
         fp.write('"Class Index","Title","Description"\n' + body)
-    assert len(load_classification_data(tmp_path / "csv", 4, use_agnews=True).train) == len(AG_ROWS)
+    assert len(ClassificationDataModule(tmp_path / "csv", 4, use_agnews=True).train) == len(AG_ROWS)
     # a converted CSV with text,label columns and names as labels
     conv = tmp_path / "converted"
     conv.mkdir()
     (conv / "train.csv").write_text('text,label\n"Stocks fall",Business\n"Cup final",Sports\n"Vote",World\n"Chip",Sci/Tech\n')
     (conv / "test.csv").write_text('text,label\n"Goal",1\n')
-    data = load_classification_data(conv, 4, use_agnews=True)
+    data = ClassificationDataModule(conv, 4, use_agnews=True)
     assert data.train.labels == [2, 1, 0, 3] and data.test.labels == [1]
 
 
@@ -236,9 +237,9 @@ def test_exact_resume(tiny_checkpoint, tmp_path, monkeypatch):
 
     real_save = ft.save_train_state
 
-    def save_then_die(path, model, optimizer, scheduler, progress, *args):
-        real_save(path, model, optimizer, scheduler, progress, *args)
-        if progress["epoch"] == 1:
+    def save_then_die(path, state, *args):
+        real_save(path, state, *args)
+        if state["epoch"] == 1:
             raise Killed()
 
     monkeypatch.setattr(ft, "save_train_state", save_then_die)
@@ -278,7 +279,7 @@ def test_weights_from_mlm_checkpoint_pretrain_state_and_hf_dir(tiny_checkpoint, 
     from litgpt.scripts.convert_lit_checkpoint import save_hf_dir
     from litgpt.tokenizer import Tokenizer
 
-    data = load_classification_data(TOY, 2)
+    data = ClassificationDataModule(TOY, 2)
     mlm = torch.load(tiny_checkpoint / "lit_model.pth", weights_only=True)
     config = Config.from_file(tiny_checkpoint / "model_config.yaml")
 
@@ -411,25 +412,25 @@ def test_label_names_and_formats(tmp_path):
     d.mkdir()
     (d / "train.tsv").write_text('sentence\tlabel\nit is "great"\tpos\nawful\tneg\nfine\tpos\n')
     (d / "test.tsv").write_text("sentence\tlabel\nbad\tneg\n")
-    data = load_classification_data(d, 2)
+    data = ClassificationDataModule(d, 2)
     assert data.id2label == {0: "neg", 1: "pos"} and data.train.labels == [1, 0, 1]
     assert data.train.texts[0] == 'it is "great"'
-    data = load_classification_data(d, 2, label_names=["pos", "neg"])
+    data = ClassificationDataModule(d, 2, label_names=["pos", "neg"])
     assert data.id2label == {0: "pos", 1: "neg"} and data.train.labels == [0, 1, 0]
     with pytest.raises(UsageError, match="label names"):
-        load_classification_data(d, 3)
+        ClassificationDataModule(d, 3)
     # ids as strings in CSV, a JSON file with one object per line
     c = tmp_path / "ids"
     c.mkdir()
     (c / "train.csv").write_text('id,text,label\n1,"a, b",1\n2,c,0\n')
     (c / "test.json").write_text('{"text": "x", "label": 0}\n{"text": "y", "label": 1}\n')
-    data = load_classification_data(c, 2)
+    data = ClassificationDataModule(c, 2)
     assert data.train.texts == ["a, b", "c"] and data.train.labels == [1, 0] and data.test.labels == [0, 1]
 
 
 def test_batches_group_by_length_and_cover_everything():
     lengths = [(i * 37) % 50 + 3 for i in range(203)]
-    sampler = LengthGroupedBatchSampler(lengths, batch_size=8, shuffle=True, seed=1)
+    sampler = length_grouped_batches(lengths, batch_size=8, shuffle=True, seed=1)
     first = sampler.batches()
     assert sorted(i for b in first for i in b) == list(range(203))
     assert sampler.batches() == first  # a function of (seed, epoch) only
@@ -437,15 +438,15 @@ def test_batches_group_by_length_and_cover_everything():
     assert sampler.batches() != first
     padded = sum(len(b) * max(lengths[i] for i in b) for b in first)
     assert padded < 1.2 * sum(lengths)
-    evaluation = LengthGroupedBatchSampler(lengths, batch_size=8, shuffle=False).batches()
+    evaluation = length_grouped_batches(lengths, batch_size=8, shuffle=False).batches()
     flat = [i for b in evaluation for i in b]
     assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
     # two ranks: disjoint shards with the same number of batches
-    shards = [LengthGroupedBatchSampler(lengths, 8, True, 1, rank=r, world_size=2).batches() for r in (0, 1)]
+    shards = [length_grouped_batches(lengths, 8, True, 1, rank=r, world_size=2).batches() for r in (0, 1)]
     assert len(shards[0]) == len(shards[1])
     assert not {i for b in shards[0] for i in b} & {i for b in shards[1] for i in b}
 
-    batch = Collate(pad_id=1)([([0, 5, 2], 1), ([0, 7, 8, 9, 2], 0)])
+    batch = ClassificationCollator(pad_id=1)([([0, 5, 2], 1), ([0, 7, 8, 9, 2], 0)])
     assert batch["input_ids"].tolist() == [[0, 5, 2, 1, 1], [0, 7, 8, 9, 2]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
     assert batch["labels"].tolist() == [1, 0]

@@ -13,8 +13,9 @@ from litgpt.model_roberta import (
     RobertaForSequenceClassification,
     RobertaModel,
 )
-from litgpt.scripts.convert_hf_checkpoint import build_model, config_from_hf, hf_to_lit_state_dict, load_hf_checkpoint
-from litgpt.scripts.convert_lit_checkpoint import save_hf_dir
+from litgpt.checkpoint import build_model, load_hf_checkpoint
+from litgpt.convert import config_from_hf, hf_to_lit_state_dict
+from litgpt.export import save_hf_dir
 from litgpt.utils import UsageError
 
 transformers = pytest.importorskip("transformers")
@@ -122,7 +123,7 @@ def test_tied_embedding_without_the_decoder():
     config = Config.from_name("roberta-tiny", hidden_dropout=0.0, attention_dropout=0.0)
     model = RobertaModel(config)
     ids, mask = ragged_batch(vocab_size=config.vocab_size)
-    hidden, _ = model(ids, mask, return_decoder_weight=True)
+    hidden, _ = model.hidden_and_decoder(ids, mask)
     hidden.sum().backward()
     tied = model.wte.weight.grad.clone()
     model.zero_grad()
@@ -172,7 +173,7 @@ def test_mlm_loss_path_never_builds_full_logits(monkeypatch):
         return original(x, w, b, **kwargs)
 
     monkeypatch.setattr(model_roberta, "linear", spy)
-    loss, correct, count = model(ids, mask, labels=labels, return_stats=True)
+    loss, correct, count = model.mlm_loss(ids, mask, labels)
     assert shapes == [(2, config.n_embd)]
     assert count.item() == 2 and 0 <= correct.item() <= 2
     full = model(ids, mask)
@@ -197,9 +198,29 @@ def test_unpadded_training_path_matches_padded_path():
     model = RobertaModel(config)
     ids, mask = ragged_batch(vocab_size=config.vocab_size)
     padded = model(ids, mask)
-    unpadded = model(ids, mask, unpad=True)
-    assert (padded[mask.bool()] - unpadded[mask.bool()]).abs().max() < 1e-6
-    assert unpadded[~mask.bool()].abs().max() == 0
+    real = mask.bool()
+    unpadded = model.hidden_at(ids, mask, real)
+    assert unpadded.shape == (int(real.sum()), config.n_embd)
+    assert (padded[real] - unpadded).abs().max() < 1e-6
+    # selected pad positions are computed too (as queries only), exactly as the padded path computes them
+    everywhere = model.hidden_at(ids, mask, torch.ones_like(real))
+    assert (padded.reshape(-1, config.n_embd) - everywhere).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_hidden_at_equals_forward_at_the_positions(causal):
+    """`hidden_at` (unpadded, the last block only at `positions` unless causal) reads like `forward(...)[positions]`,
+    for positions on real tokens and on pads, with and without padding in the batch."""
+    torch.manual_seed(0)
+    config = Config.from_name("roberta-tiny", hidden_dropout=0.0, attention_dropout=0.0, causal=causal)
+    model = RobertaModel(config)
+    ids, mask = ragged_batch(vocab_size=config.vocab_size)
+    positions = torch.rand(ids.shape, generator=torch.Generator().manual_seed(3)) < 0.4
+    for m in (mask, None, torch.ones_like(mask)):
+        expected = model(ids, m)[positions]
+        actual = model.hidden_at(ids, m, positions)
+        assert actual.shape == expected.shape and (actual - expected).abs().max() < 1e-5
+    assert model.hidden_at(ids, mask, torch.zeros_like(positions)).shape == (0, config.n_embd)
 
 
 def test_dropout_train_vs_eval():

@@ -9,10 +9,10 @@ import pytest
 import torch
 from conftest import assert_loaders_leave_global_rng_alone
 
-import litgpt.data.base as base
+import litgpt.data.readers as readers
 import litgpt.data.text_files as text_files
-from litgpt.data.base import iter_units, plan_ranges, split_for_tokenizer
 from litgpt.data.mlm import IGNORE_INDEX
+from litgpt.data.readers import iter_units, plan_ranges, split_for_tokenizer
 from litgpt.data.test_data import demo_sentences
 from litgpt.data.text_files import TextFiles
 from litgpt.tokenizer import train_tokenizer
@@ -199,7 +199,7 @@ def test_cache_reused_and_rebuilt(tokenizer, tmp_path):
 
 
 def test_long_lines_streamed_exactly(tokenizer, tmp_path, monkeypatch):
-    monkeypatch.setattr(base, "READ_BYTES", 4096)
+    monkeypatch.setattr(readers, "READ_BYTES", 4096)
     monkeypatch.setattr(text_files, "PIECE_CHARS", 5000)
     monkeypatch.setattr(text_files, "BATCH_CHARS", 3000)
     rng = random.Random(1)
@@ -244,7 +244,7 @@ def test_iter_units_in_slices_and_ranges(tmp_path, monkeypatch):
 
     for unit in ("doc", "line"):
         expected = units(unit=unit)
-        monkeypatch.setattr(base, "READ_BYTES", 5)
+        monkeypatch.setattr(readers, "READ_BYTES", 5)
         assert units(unit=unit) == expected
         ranges = plan_ranges(path, unit, range_bytes=100)
         assert len(ranges) >= (3 if unit == "doc" else 10) and ranges[0][0] == 0 and ranges[-1][1] == path.stat().st_size
@@ -252,7 +252,7 @@ def test_iter_units_in_slices_and_ranges(tmp_path, monkeypatch):
         for start, end, line in ranges:
             joined.update(units(unit=unit, start=start, end=end, first_line=line))
         assert joined == expected
-        monkeypatch.setattr(base, "READ_BYTES", 1 << 20)
+        monkeypatch.setattr(readers, "READ_BYTES", 1 << 20)
     docs = list(units(unit="doc").values())
     assert docs[0] == "First doc  line one\nline two ✓" and docs[1].startswith("Second doc éé")
     assert docs[-1] == "last"
@@ -337,7 +337,7 @@ def test_ranks_read_disjoint_shards(tokenizer, tmp_path):
 def test_huge_line_memory_is_bounded(tokenizer, tmp_path, monkeypatch):
     import tracemalloc
 
-    for module, name in ((base, "READ_BYTES"), (text_files, "PIECE_CHARS"), (text_files, "BATCH_CHARS")):
+    for module, name in ((readers, "READ_BYTES"), (text_files, "PIECE_CHARS"), (text_files, "BATCH_CHARS")):
         monkeypatch.setattr(module, name, 1 << 14)
     rng = random.Random(3)
     path = tmp_path / "one_line.txt"

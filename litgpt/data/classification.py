@@ -1,4 +1,4 @@
-"""Labelled text for sequence classification: readers, label mapping, batching.
+"""Labelled text for sequence classification: `ClassificationDataModule`, its file readers, label mapping, batches.
 
 Files in a data folder, per split (the first one found wins):
     train.json / train.jsonl / train.csv / train.tsv   and   test.json / test.jsonl / test.csv / test.tsv
@@ -12,6 +12,16 @@ Files in a data folder, per split (the first one found wins):
 
 Labels are ids (`0`, `"1"`) or names. Names become ids through a given list of names (id order), else the
 sorted unique names of the train split. Every problem is a `UsageError` naming the file and the row.
+
+How the finetuning loop uses it (the pretraining modules' contract, see `litgpt.data.base`)::
+
+    data = ClassificationDataModule(data_dir, num_labels)   # reads and checks both splits now
+    data.connect(tokenizer, batch_size, max_seq_length, seed=..., rank=..., world_size=...)
+    data.setup()                                            # tokenizes both splits
+    train_loader, val_loader = data.train_dataloader(), data.val_dataloader()
+    for epoch in ...:
+        data.set_epoch(epoch)                               # the epoch's shuffle
+        for batch in train_loader: ...                      # dicts of input_ids, attention_mask, labels
 """
 
 import csv
@@ -23,15 +33,17 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
+from torch.utils.data import DataLoader
 
+from litgpt.data.base import DataModule, EpochBatches, check_batching
+from litgpt.data.mlm import pad_right
+from litgpt.data.readers import read_text
 from litgpt.utils import UsageError
 
 SUFFIXES = (".json", ".jsonl", ".csv", ".tsv")
 TEXT_KEYS = ("text", "sentence")
 LABEL_KEYS = ("label",)
 AGNEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
-# batches of this many batches are sorted by length together: padding stays small, order stays random
-GROUP_BATCHES = 50
 
 Label = Union[int, str]
 
@@ -54,11 +66,38 @@ class Split:
 
 
 @dataclass
-class ClassificationData:
-    train: Split
-    test: Split
-    num_labels: int
-    id2label: Dict[int, str]
+class ClassificationDataModule(DataModule):
+    """The `train` and `test` splits of a folder of labelled text (layouts in the module docstring). Both are read
+    and checked on creation, so bad data fails before any other work; `setup()` tokenizes them.
+
+    Args:
+        data_dir: Folder holding the train and test splits (.json, .jsonl, .csv or .tsv).
+        num_labels: Number of classes.
+        use_agnews: Read AG News (4 classes), also in its original header-less CSV.
+        label_names: Class names in id order, mapping name labels to ids.
+        num_workers: DataLoader worker processes.
+    """
+
+    data_dir: Path
+    num_labels: int = 2
+    use_agnews: bool = False
+    label_names: Optional[List[str]] = None
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        label_names = self.label_names
+        if self.use_agnews:
+            if self.num_labels != len(AGNEWS_LABELS):
+                raise UsageError(f"--use_agnews: AG News has {len(AGNEWS_LABELS)} classes, got --num_labels "
+                                 f"{self.num_labels}; pass --num_labels {len(AGNEWS_LABELS)}")
+            label_names = label_names or AGNEWS_LABELS
+        self.train = read_split(find_split_file(self.data_dir, "train"), agnews=self.use_agnews)
+        self.test = read_split(find_split_file(self.data_dir, "test"), agnews=self.use_agnews)
+        self.id2label = assign_labels(self.train, self.test, self.num_labels, label_names)
+        self._train_set: Optional[TokenizedSplit] = None
+        self._test_set: Optional[TokenizedSplit] = None
+        self._train_loader: Optional[DataLoader] = None
 
     @property
     def fingerprint(self) -> str:
@@ -72,6 +111,44 @@ class ClassificationData:
             h.update(b"\x00")
         return h.hexdigest()
 
+    def connect(self, tokenizer: Any, batch_size: int = 1, max_seq_length: Optional[int] = None, seed: int = 42,
+                rank: int = 0, world_size: int = 1, eval_batch_size: Optional[int] = None) -> None:
+        """Hands over what the data needs from the run; `eval_batch_size` defaults to twice `batch_size`."""
+        check_batching(batch_size, max_seq_length, rank, world_size)
+        check_batching(eval_batch_size or 2 * batch_size, None, rank, world_size)
+        self.tokenizer = tokenizer
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or 2 * batch_size
+        self.max_seq_length = max_seq_length or getattr(tokenizer, "model_max_length", None) or 512
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self._train_loader = None
+
+    def setup(self, stage: str = "") -> None:
+        self._require_connected()
+        self._train_set = tokenize_split(self.train, self.tokenizer, self.max_seq_length)
+        self._test_set = tokenize_split(self.test, self.tokenizer, self.max_seq_length)
+        self._train_loader = None
+
+    def _make_train_loader(self) -> DataLoader:
+        if self._train_set is None:
+            raise RuntimeError("ClassificationDataModule: call setup() before train_dataloader()")
+        return make_dataloader(self._train_set, self.batch_size, self.tokenizer.pad_id, shuffle=True, seed=self.seed,
+                               rank=self.rank, world_size=self.world_size, num_workers=self.num_workers)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the epoch's shuffle of the train loader."""
+        self.train_dataloader().batch_sampler.set_epoch(epoch)
+
+    def val_dataloader(self) -> DataLoader:
+        """The test split, longest first, each rank its share."""
+        if self._test_set is None:
+            raise RuntimeError("ClassificationDataModule: call setup() before val_dataloader()")
+        return make_dataloader(self._test_set, self.eval_batch_size, self.tokenizer.pad_id, shuffle=False,
+                               rank=self.rank, world_size=self.world_size, num_workers=self.num_workers)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """No mid-epoch position: finetuning resumes at an epoch boundary, with `set_epoch`."""
+        return {"module": type(self).__name__, "loader": None}
+
 
 # ---- finding and reading files --------------------------------------------------------------------------------
 def find_split_file(data_dir: Path, split: str) -> Path:
@@ -83,22 +160,6 @@ def find_split_file(data_dir: Path, split: str) -> Path:
         if (data_dir / name).is_file():
             return data_dir / name
     raise UsageError(f"--data_dir {data_dir}: no {split} split; looked for {', '.join(names)}")
-
-
-def _read_text(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as ex:
-        raise UsageError(f"{path}: cannot read ({ex.strerror or ex.__class__.__name__})") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as ex:
-        line = data.count(b"\n", 0, ex.start) + 1
-        raise UsageError(f"{path}:{line}: invalid UTF-8 (byte 0x{data[ex.start]:02x}); save the file as UTF-8") from None
-    if "\x00" in text:
-        line = text.count("\n", 0, text.index("\x00")) + 1
-        raise UsageError(f"{path}:{line}: NUL byte; this looks like a binary file, expected UTF-8 text")
-    return text.removeprefix("\ufeff")
 
 
 def _parse_label(value: Any, where: str) -> Label:
@@ -119,7 +180,8 @@ def _record(obj: Any, where: str) -> Tuple[str, Label]:
         raise UsageError(f"{where}: expected an object with 'text' and 'label', found {type(obj).__name__}")
     text = next((obj[k] for k in TEXT_KEYS if k in obj), None)
     if not isinstance(text, str) or not text.strip():
-        what = "no 'text'" if text is None else "an empty text" if isinstance(text, str) else f"a {type(text).__name__} text"
+        what = ("no 'text'" if text is None else "an empty text" if isinstance(text, str)
+                else f"a {type(text).__name__} text")
         raise UsageError(f"{where}: record has {what}; expected {{\"text\": ..., \"label\": ...}}")
     if "label" not in obj or obj["label"] is None:
         raise UsageError(f"{where}: record has no 'label'; expected {{\"text\": ..., \"label\": ...}}")
@@ -135,7 +197,8 @@ def _read_json(path: Path, text: str) -> Iterator[Tuple[str, str, Label]]:
             return
         raise UsageError(f"{path}:{ex.lineno}: not valid JSON ({ex.msg})") from None
     if not isinstance(records, list):
-        raise UsageError(f"{path}: expected a JSON list of {{\"text\", \"label\"}} records, found {type(records).__name__}")
+        raise UsageError(f"{path}: expected a JSON list of {{\"text\", \"label\"}} records, "
+                         f"found {type(records).__name__}")
     for i, obj in enumerate(records, 1):
         row = f"record {i}"
         yield (row, *_record(obj, f"{path}: {row}"))
@@ -191,10 +254,12 @@ def _read_agnews_csv(path: Path, text: str) -> Iterator[Tuple[str, str, Label]]:
         if n == 0 and row and not row[0].strip().lstrip("+-").isdigit():
             continue  # a "Class Index,Title,Description" header, as some mirrors add
         if len(row) != 3:
-            raise UsageError(f"{where}: {len(row)} columns; AG News CSV rows are: class index (1-4), title, description")
+            raise UsageError(f"{where}: {len(row)} columns; AG News CSV rows are: class index (1-4), title, "
+                             "description")
         index = _parse_label(row[0], where)
         if not isinstance(index, int) or not 1 <= index <= len(AGNEWS_LABELS):
-            raise UsageError(f"{where}: class index {row[0]!r}; AG News CSV uses 1-4 (World, Sports, Business, Sci/Tech)")
+            raise UsageError(f"{where}: class index {row[0]!r}; AG News CSV uses 1-4 (World, Sports, Business, "
+                             "Sci/Tech)")
         title, description = row[1].strip(), row[2].strip()
         body = " ".join(part for part in (title, description) if part)
         if not body:
@@ -209,7 +274,7 @@ def _has_text_label_header(path: Path, text: str) -> bool:
 
 
 def read_split(path: Path, agnews: bool = False) -> Split:
-    text = _read_text(path)
+    text = read_text(path)
     if path.suffix == ".json":
         records = _read_json(path, text)
     elif path.suffix == ".jsonl":
@@ -233,9 +298,9 @@ def assign_labels(train: Split, test: Split, num_labels: int, label_names: Optio
                   flag_hint: str = "") -> Dict[int, str]:
     """Turns raw labels into ids in [0, num_labels) and returns id2label."""
     names = list(label_names) if label_names else None
-    if names is None and any(isinstance(l, str) for l in train.raw_labels):
-        if not all(isinstance(l, str) for l in train.raw_labels):
-            i = next(i for i, l in enumerate(train.raw_labels) if isinstance(l, int))
+    if names is None and any(isinstance(raw, str) for raw in train.raw_labels):
+        if not all(isinstance(raw, str) for raw in train.raw_labels):
+            i = next(i for i, raw in enumerate(train.raw_labels) if isinstance(raw, int))
             raise UsageError(f"{train.where(i)}: label {train.raw_labels[i]!r} is an id among class names, and there "
                              "is no mapping between them; use names or ids throughout, or pass --label_names")
         names = sorted(set(train.raw_labels))
@@ -270,21 +335,6 @@ def assign_labels(train: Split, test: Split, num_labels: int, label_names: Optio
     return dict(enumerate(names))
 
 
-def load_classification_data(data_dir: Union[str, Path], num_labels: int, use_agnews: bool = False,
-                             label_names: Optional[Sequence[str]] = None) -> ClassificationData:
-    """Reads and checks the train and test splits of `data_dir`."""
-    data_dir = Path(data_dir)
-    if use_agnews:
-        if num_labels != len(AGNEWS_LABELS):
-            raise UsageError(f"--use_agnews: AG News has {len(AGNEWS_LABELS)} classes, got --num_labels {num_labels}; "
-                             f"pass --num_labels {len(AGNEWS_LABELS)}")
-        label_names = label_names or AGNEWS_LABELS
-    train = read_split(find_split_file(data_dir, "train"), agnews=use_agnews)
-    test = read_split(find_split_file(data_dir, "test"), agnews=use_agnews)
-    id2label = assign_labels(train, test, num_labels, label_names)
-    return ClassificationData(train=train, test=test, num_labels=num_labels, id2label=id2label)
-
-
 # ---- tensors and batches ----------------------------------------------------------------------------------------
 class TokenizedSplit(torch.utils.data.Dataset):
     def __init__(self, input_ids: List[List[int]], labels: List[int]) -> None:
@@ -306,73 +356,28 @@ def tokenize_split(split: Split, tokenizer: Any, max_length: int) -> TokenizedSp
     return TokenizedSplit(tokenizer.encode_batch(split.texts, max_length=max_length), list(split.labels))
 
 
-class Collate:
-    """Pads a batch to its longest sequence (dynamic padding) with the tokenizer's pad id."""
+class ClassificationCollator:
+    """`(ids, label)` pairs -> a dict of `input_ids`, `attention_mask` and `labels`, padded to the longest sequence
+    of the batch (dynamic padding) with the tokenizer's pad id."""
 
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
 
     def __call__(self, items: Sequence[Tuple[List[int], int]]) -> Dict[str, torch.Tensor]:
-        T = max(len(ids) for ids, _ in items)
-        input_ids = torch.full((len(items), T), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(items), T), dtype=torch.long)
-        for i, (ids, _) in enumerate(items):
-            input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[i, : len(ids)] = 1
-        labels = torch.tensor([label for _, label in items], dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        seqs = [torch.tensor(ids, dtype=torch.long) for ids, _ in items]
+        return {"input_ids": pad_right(seqs, self.pad_id),
+                "attention_mask": pad_right([torch.ones_like(s) for s in seqs], 0),
+                "labels": torch.tensor([label for _, label in items], dtype=torch.long)}
 
 
-class LengthGroupedBatchSampler(torch.utils.data.Sampler):
-    """Batches of indices.
-
-    Training (`shuffle=True`): shuffle from (seed, epoch), sort each group of `GROUP_BATCHES` batches by length,
-    cut into batches and shuffle the batches, so similar lengths share a batch and padding stays small. The order
-    depends only on (seed, epoch): a resumed run sees the same batches. Evaluation: longest first, in order.
-    With several ranks each takes every `world_size`-th batch; training drops the few batches that would leave
-    ranks with different counts (DDP needs the same number of steps everywhere).
-    """
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 42, rank: int = 0,
-                 world_size: int = 1) -> None:
-        self.lengths = list(lengths)
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def batches(self) -> List[List[int]]:
-        n, bs = len(self.lengths), self.batch_size
-        if not self.shuffle:
-            order = sorted(range(n), key=lambda i: -self.lengths[i])
-            batches = [order[j : j + bs] for j in range(0, n, bs)]
-            return batches[self.rank :: self.world_size]
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(n, generator=g).tolist()
-        batches = []
-        group = bs * GROUP_BATCHES
-        for start in range(0, n, group):
-            part = sorted(order[start : start + group], key=lambda i: -self.lengths[i])
-            batches += [part[j : j + bs] for j in range(0, len(part), bs)]
-        batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
-        if self.world_size > 1:
-            batches = batches[: len(batches) - len(batches) % self.world_size] or batches[: self.world_size]
-        return batches[self.rank :: self.world_size]
-
-    def __iter__(self) -> Iterator[List[int]]:
-        return iter(self.batches())
-
-    def __len__(self) -> int:
-        return len(self.batches())
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 42, rank: int = 0,
+                           world_size: int = 1) -> EpochBatches:
+    """Training: shuffled batches of similar lengths, so padding stays small. Evaluation: longest first."""
+    return EpochBatches(len(lengths), batch_size, shuffle, seed, rank, world_size, lengths=lengths)
 
 
 def make_dataloader(dataset: TokenizedSplit, batch_size: int, pad_id: int, shuffle: bool, seed: int = 42,
-                    rank: int = 0, world_size: int = 1, num_workers: int = 0) -> torch.utils.data.DataLoader:
-    sampler = LengthGroupedBatchSampler(dataset.lengths, batch_size, shuffle, seed, rank, world_size)
-    return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=Collate(pad_id),
-                                       num_workers=num_workers)
+                    rank: int = 0, world_size: int = 1, num_workers: int = 0) -> DataLoader:
+    batches = length_grouped_batches(dataset.lengths, batch_size, shuffle, seed, rank, world_size)
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=ClassificationCollator(pad_id),
+                      num_workers=num_workers)

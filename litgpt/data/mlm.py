@@ -153,7 +153,8 @@ class MLMCollator:
         self.generator = torch.Generator().manual_seed(seed)
 
     @classmethod
-    def from_tokenizer(cls, tokenizer: Any, objective: str = "mlm", seed: int = 42, **masker_kwargs: Any) -> "MLMCollator":
+    def from_tokenizer(cls, tokenizer: Any, objective: str = "mlm", seed: int = 42,
+                       **masker_kwargs: Any) -> "MLMCollator":
         masker = MLMMasker.from_tokenizer(tokenizer, **masker_kwargs) if objective == "mlm" else None
         return cls(tokenizer.pad_id, masker, objective, seed)
 
@@ -173,19 +174,13 @@ class MLMCollator:
                 ids, lab = self.masker(ids, g)
             seqs.append(ids)
             labels.append(lab)
-        return pad_batch(seqs, labels, self.pad_id)
+        return {"input_ids": pad_right(seqs, self.pad_id), "labels": pad_right(labels, IGNORE_INDEX),
+                "attention_mask": pad_right([torch.ones_like(s) for s in seqs], 0)}
 
 
-def pad_batch(seqs: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], pad_id: int) -> Dict[str, torch.Tensor]:
+def pad_right(seqs: Sequence[torch.Tensor], value: int) -> torch.Tensor:
+    """The 1-D tensors `seqs` as one `[B, T]` tensor, right-padded with `value` to the longest (every collator's
+    padding: ids with the pad id, per-token labels with -100, attention masks with 0)."""
     if not seqs:
         raise ValueError("cannot collate an empty batch")
-    T = max(len(s) for s in seqs)
-    B = len(seqs)
-    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
-    out_labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
-    attention_mask = torch.zeros((B, T), dtype=torch.long)
-    for i, (s, lab) in enumerate(zip(seqs, labels)):
-        input_ids[i, : len(s)] = s
-        out_labels[i, : len(lab)] = lab
-        attention_mask[i, : len(s)] = 1
-    return {"input_ids": input_ids, "labels": out_labels, "attention_mask": attention_mask}
+    return torch.nn.utils.rnn.pad_sequence(list(seqs), batch_first=True, padding_value=value)

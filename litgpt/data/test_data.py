@@ -13,8 +13,9 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch.utils.data import Dataset
 
-from litgpt.data.base import DataModule, EpochLoader, read_text_lines
+from litgpt.data.base import DataModule, EpochLoader
 from litgpt.data.mlm import MLMCollator, MLMMasker, derive_seed, example_generator
+from litgpt.data.readers import find_text_files, read_text_lines
 from litgpt.utils import UsageError, atomic_write_text
 
 TEST_FILE = "test.txt"
@@ -171,8 +172,6 @@ class TestData(DataModule):
     def tokenizer_training_texts(self) -> List[Path]:
         """`test.txt`, or with a custom dataset class every text file in `data_dir`; files are streamed, so a
         huge line costs no more memory than a short one."""
-        from litgpt.data.base import find_text_files
-
         self.prepare_data()
         path = self.data_dir / TEST_FILE
         return [path] if path.is_file() else find_text_files(self.data_dir, "--data.data_dir")

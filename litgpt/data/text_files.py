@@ -4,7 +4,7 @@ a cache, then streamed with `litdata.StreamingDataset` / `StreamingDataLoader`.
 - `mode="packed"` (RoBERTa's FULL-SENTENCES): every document becomes `<s> ... </s>`; the documents are concatenated
   and cut into `max_seq_length` blocks, which cross document boundaries and need no padding. A `.txt` document is a
   run of non-blank lines (blank lines separate documents, as in fairseq); a `.jsonl` record's `text` is one.
-- `mode="lines"`: one sequence per non-blank line (or record), `<s> line </s>` cut to `max_seq_length`, padded per batch.
+- `mode="lines"`: one sequence per non-blank line or record, `<s> line </s>` cut to `max_seq_length`, padded per batch.
 
 Validation is `val_data_path` when given, else the documents (lines) whose hash of (file, byte offset) falls under
 `val_fraction` (the split does not depend on the seed). The cache is keyed on the files (path, size, mtime), the
@@ -36,8 +36,9 @@ import numpy as np
 import torch
 from litdata import StreamingDataLoader, StreamingDataset, TokensLoader
 
-from litgpt.data.base import DataModule, find_text_files, iter_units, plan_ranges, split_for_tokenizer
+from litgpt.data.base import DataModule
 from litgpt.data.mlm import MLMCollator, derive_seed
+from litgpt.data.readers import find_text_files, iter_units, plan_ranges, split_for_tokenizer
 from litgpt.utils import UsageError, atomic_write_text
 
 CACHE_VERSION = 1
@@ -153,7 +154,8 @@ class _Tokenize:
         tok = self.tokenizer
         bos, eos = np.asarray([tok.bos_id], dtype=self.dtype), np.asarray([tok.eos_id], dtype=self.dtype)
         parts: List[np.ndarray] = []
-        for (_, starts, ends), ids in zip(segments, tok.encode_batch([s[0] for s in segments], add_special_tokens=False)):
+        encoded = tok.encode_batch([s[0] for s in segments], add_special_tokens=False)
+        for (_, starts, ends), ids in zip(segments, encoded):
             if starts:
                 parts.append(bos)
             parts.append(np.asarray(ids, dtype=self.dtype))
@@ -188,8 +190,10 @@ class TextFiles(DataModule):
 
     Args:
         train_data_path: A folder (searched recursively) or a single .txt/.jsonl file of training text.
-        val_data_path: Held-out validation text (folder or file); without it `val_fraction` of the documents is held out.
-        val_fraction: Fraction of documents (lines in lines mode) held out for validation when there is no val_data_path.
+        val_data_path: Held-out validation text (folder or file); without it `val_fraction` of the documents is
+            held out.
+        val_fraction: Fraction of documents (lines in lines mode) held out for validation when there is no
+            val_data_path.
         cache_dir: Where the tokenized data goes (default ~/.cache/litgpt/text_files/<hash>); reused when it matches.
         num_workers: Worker processes for tokenizing and for streaming. Resume with the same number.
         mode: packed: documents concatenated and cut into full blocks; lines: one padded sequence per line.
@@ -235,11 +239,7 @@ class TextFiles(DataModule):
 
     def _meta(self, train: List[Path], val: Optional[List[Path]]) -> Dict[str, Any]:
         def listing(files: List[Path]) -> List[List[Any]]:
-            out = []
-            for f in files:
-                st = f.stat()
-                out.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
-            return out
+            return [[str(f.resolve()), st.st_size, st.st_mtime_ns] for f in files for st in (f.stat(),)]
 
         return {
             "version": CACHE_VERSION,
@@ -268,14 +268,12 @@ class TextFiles(DataModule):
 
     def _cache_matches(self) -> bool:
         root = self.cache_root()
-        meta_path = root / "meta.json"
-        if not meta_path.is_file():
-            return False
         try:
-            stored = json.loads(meta_path.read_text(encoding="utf-8"))
+            stored = json.loads((root / "meta.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             return False
-        return stored.get("key") == self._meta_cache and all((root / s / "index.json").is_file() for s in ("train", "val"))
+        built = all((root / s / "index.json").is_file() for s in ("train", "val"))
+        return stored.get("key") == self._meta_cache and built
 
     def prepare_data(self) -> None:
         """Tokenizes the text into the cache unless a matching cache is there (run on global rank 0)."""
@@ -289,21 +287,16 @@ class TextFiles(DataModule):
             raise UsageError(f"--data.cache_dir {root}: not empty and not a litgpt text cache; pick another folder")
         root.mkdir(parents=True, exist_ok=True)
         (root / MARKER).touch()
-        for name in ("meta.json",):
-            (root / name).unlink(missing_ok=True)
+        (root / "meta.json").unlink(missing_ok=True)
         for name in ("train", "val", "train.tmp", "val.tmp", "train.reports", "val.reports"):
             shutil.rmtree(root / name, ignore_errors=True)
         self._build(root)
-
-    @staticmethod
-    def _key(path: Path, base: Path) -> str:
-        return path.name if base.is_file() else path.relative_to(base).as_posix()
 
     def _tasks(self, files: List[Path], base: Path, range_bytes: int) -> List[Tuple[str, str, int, int, int]]:
         unit = "doc" if self.mode == "packed" else "line"
         tasks = []
         for f in files:
-            key = self._key(f, base)
+            key = f.name if base.is_file() else f.relative_to(base).as_posix()
             tasks.extend((str(f), key, start, end, line) for start, end, line in plan_ranges(f, unit, range_bytes))
         return tasks
 
@@ -341,7 +334,8 @@ class TextFiles(DataModule):
                 shutil.rmtree(tmp, ignore_errors=True)
                 message = errors[0]
                 if "invalid UTF-8" in message:
-                    message = message.replace("; expected UTF-8 text", "") + "; fix the file or pass --data.errors replace"
+                    message = (message.replace("; expected UTF-8 text", "")
+                               + "; fix the file or pass --data.errors replace")
                 raise UsageError(message)
             units, tokens = sum(r["units"] for r in results), sum(r["tokens"] for r in results)
             if units == 0:
@@ -369,8 +363,7 @@ class TextFiles(DataModule):
         if self.world_size > 1 and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             raise RuntimeError("TextFiles with world_size > 1 needs torch.distributed initialized (Fabric does it)")
         for name in ("train", "val"):
-            n = len(self._dataset(name))
-            if n == 0:
+            if len(self._dataset(name)) == 0:
                 raise UsageError(f"the {name} split has no {'block' if self.mode == 'packed' else 'sequence'} "
                                  f"of {self.max_seq_length} tokens; add text or lower max_seq_length")
         self._train_loader = None
@@ -384,10 +377,8 @@ class TextFiles(DataModule):
     def _dataset(self, name: str) -> _IndexedStreamingDataset:
         root = self.cache_root()
         loader = TokensLoader(block_size=self.max_seq_length) if self.mode == "packed" else None
-        ds = _IndexedStreamingDataset(str(root / name), item_loader=loader, shuffle=name == "train",
-                                      seed=self.seed)
-        if name == "val":
-            ds.fixed_epoch = VAL_EPOCH
+        ds = _IndexedStreamingDataset(str(root / name), item_loader=loader, shuffle=name == "train", seed=self.seed)
+        ds.fixed_epoch = VAL_EPOCH if name == "val" else None
         return ds
 
     def _collator(self) -> MLMCollator:

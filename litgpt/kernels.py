@@ -1,0 +1,221 @@
+"""The speed machinery behind `litgpt/model_roberta.py`. Nothing here changes what the model computes, only how fast
+(and in how much memory) it does so. `benchmarks/compare_hf.py` measures it against HuggingFace.
+
+- `TokenLayout`: where a batch's tokens live between the blocks (padded, or only the rows a head reads and what
+  they depend on), and the attention call that goes with that layout;
+- `linear`: fp32 linear layers on oneDNN's CPU kernels, with bias and GELU fused in at inference;
+- `TiedEmbedding`: one autograd node for the word embeddings and the tied MLM decoder;
+- `residual_add`, `no_autograd`: in-place writes into fresh buffers at inference.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+
+def build_attention_mask(attention_mask: Optional[torch.Tensor], causal: bool, T: int) -> Optional[torch.Tensor]:
+    """A boolean SDPA mask (True = attend): `[B, 1, 1, T]` for padding, `[B, 1, T, T]` with causality."""
+    if attention_mask is None:
+        return None
+    mask = attention_mask.bool()[:, None, None, :]
+    if causal:
+        mask = mask & torch.ones(T, T, dtype=torch.bool, device=mask.device).tril()
+    return mask
+
+
+class TokenLayout:
+    """How one batch's tokens are laid out through the blocks, built once per batch rather than once per layer.
+
+    Padded (no `positions`; `RobertaModel.forward`): hidden states are `[B, T, C]` and every position is computed,
+    pads included, as HuggingFace does.
+
+    Rows (`positions`, bool `[B, T]`, given; `RobertaModel.hidden_at`): hidden states are `[N, C]`, only the rows
+    that can matter, the real tokens plus the selected positions. The token-wise layers (projections, FFN,
+    LayerNorm), most of the compute, then skip padding; rows are scattered into the padded layout only around
+    SDPA. A pad row never changes another row (the mask hides it as a key), so leaving pads out changes nothing.
+
+    Every attention call goes through this object, so a variable-length kernel can replace the scatter later.
+    """
+
+    def __init__(
+        self,
+        attention_mask: Optional[torch.Tensor],
+        shape: Tuple[int, int],
+        causal: bool,
+        positions: Optional[torch.Tensor] = None,
+    ) -> None:
+        B, T = shape
+        # padding that is absent needs no mask: SDPA then takes its fastest path
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None
+        self.shape = shape
+        self.causal = causal
+        self.mask = build_attention_mask(attention_mask, causal, T)
+        self.is_causal = causal and self.mask is None
+        self.positions = positions
+        self.rows: Optional[torch.Tensor] = None  # flat indices into B * T of the computed rows; None: all of them
+        if positions is None:
+            return
+        positions = self.positions = positions.bool()
+        self.batch_idx, self.time_idx = positions.nonzero(as_tuple=True)  # row-major
+        flat = self.batch_idx * T + self.time_idx
+        if attention_mask is None:
+            self.selected = flat  # where the selected positions sit among the computed rows
+        else:
+            computed = (attention_mask.bool() | positions).reshape(-1)
+            self.rows = computed.nonzero().squeeze(1)
+            self.selected = (computed.cumsum(0) - 1)[flat]
+
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        """A per-token input `[B, T, ...]` in this layout: unchanged when padded, else `[N, ...]`."""
+        if self.positions is None:
+            return t
+        t = t.flatten(0, 1)
+        return t if self.rows is None else t.index_select(0, self.rows)
+
+    def select(self, x: torch.Tensor) -> torch.Tensor:
+        """The selected positions' rows of the hidden states `x` (`[N, C]`), as `[M, C]` in row-major order."""
+        return x.index_select(0, self.selected)
+
+    def _padded(self, t: torch.Tensor) -> torch.Tensor:
+        """`[B, T, D]` from this layout: rows are scattered into zeros (hidden from attention by the mask)."""
+        B, T = self.shape
+        if self.rows is not None:
+            t = t.new_zeros(B * T, t.size(-1)).index_copy_(0, self.rows, t)
+        return t.view(B, T, t.size(-1))
+
+    def attention(self, qkv: torch.Tensor, n_head: int, dropout_p: float) -> torch.Tensor:
+        """Multi-head SDPA over the fused projection `qkv` (`[..., 3C]`), answered in the same layout (`[..., C]`)."""
+        B, T = self.shape
+        C = qkv.size(-1) // 3
+        q, k, v = self._padded(qkv).view(B, T, 3, n_head, C // n_head).permute(2, 0, 3, 1, 4).unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask, dropout_p=dropout_p, is_causal=self.is_causal)
+        y = y.transpose(1, 2).reshape(B * T, C)
+        if self.rows is not None:
+            y = y.index_select(0, self.rows)
+        return y.view(*qkv.shape[:-1], C)
+
+    def attention_at_selected(self, q: torch.Tensor, kv: torch.Tensor, n_head: int, dropout_p: float) -> torch.Tensor:
+        """Attention for the selected positions' queries only (`q`: `[M, C]`) over every row's keys and values
+        (`kv`: `[N, 2C]`): what a last block needs when a head reads only those positions. The queries are packed
+        per sequence into `[B, Q, C]` (Q = the most selected in one sequence) so that one SDPA call serves the batch.
+        Not with a causal mask, whose rows would have to follow the packed queries."""
+        if self.positions is None or self.causal:
+            raise ValueError("attention_at_selected needs selected positions and no causal mask")
+        B, T = self.shape
+        C = q.size(-1)
+        k, v = self._padded(kv).view(B, T, 2, n_head, C // n_head).permute(2, 0, 3, 1, 4).unbind(0)
+        b = self.batch_idx
+        slot = (self.positions.cumsum(1) - 1)[b, self.time_idx]
+        Q = int(self.positions.sum(1).max()) if b.numel() else 0
+        packed = q.new_zeros(B, Q, C)  # q's dtype: under autocast bf16/fp16, not the hidden states' fp32
+        packed[b, slot] = q
+        packed = packed.view(B, Q, n_head, C // n_head).transpose(1, 2)
+        y = F.scaled_dot_product_attention(packed, k, v, attn_mask=self.mask, dropout_p=dropout_p)
+        return y.transpose(1, 2).reshape(B, Q, C)[b, slot]
+
+
+class TiedEmbedding(torch.autograd.Function):
+    """Token embedding lookup that also hands out the same weight for the tied LM-head decoder. Used by the MLM
+    model (`RobertaModel.hidden_and_decoder`) when gradients flow into the word embeddings.
+
+    Autograd would otherwise build the word-embedding gradient three times over: a zero-filled `[V, C]` buffer
+    for the lookup's few rows, the decoder's dense `[V, C]` gradient, and their sum. One node that owns both uses
+    receives both gradients together and adds the looked-up rows into the decoder's gradient in place. The
+    numbers are the same as `nn.Embedding` + `F.linear`; only the memory traffic drops."""
+
+    @staticmethod
+    def forward(ctx, input_ids: torch.Tensor, weight: torch.Tensor, padding_idx: Optional[int]):
+        ctx.save_for_backward(input_ids)
+        ctx.padding_idx = padding_idx
+        ctx.weight_meta = (weight.shape, weight.dtype, weight.device)
+        ctx.set_materialize_grads(False)
+        return F.embedding(input_ids, weight, padding_idx), weight.view_as(weight)
+
+    @staticmethod
+    def backward(ctx, grad_tokens: Optional[torch.Tensor], grad_decoder: Optional[torch.Tensor]):
+        shape, dtype, device = ctx.weight_meta
+        if grad_decoder is None:
+            grad = torch.zeros(shape, dtype=dtype, device=device)
+        elif grad_decoder.is_contiguous() and grad_decoder.dtype == dtype:
+            grad = grad_decoder  # autograd hands this buffer to this node alone: it may be written in place
+        else:
+            grad = grad_decoder.to(dtype=dtype, memory_format=torch.contiguous_format, copy=True)
+        if grad_tokens is not None:
+            (input_ids,) = ctx.saved_tensors
+            ids = input_ids.reshape(-1)
+            rows = grad_tokens.reshape(ids.numel(), -1).to(dtype)
+            if ctx.padding_idx is not None:  # as in nn.Embedding, the pad row gets no gradient from the lookup
+                keep = ids.ne(ctx.padding_idx)
+                ids, rows = ids[keep], rows[keep]
+            grad.index_add_(0, ids, rows)
+        return None, grad, None
+
+
+def no_autograd(t: torch.Tensor) -> bool:
+    """True when autograd does not record `t` (inference): in-place ops on a fresh output are then safe."""
+    return not (torch.is_grad_enabled() and t.requires_grad)
+
+
+def residual_add(x: torch.Tensor, sublayer_out: torch.Tensor) -> torch.Tensor:
+    """`x + sublayer_out`, used by every block. At inference it is written into `sublayer_out`, a fresh buffer
+    nobody else reads, which saves allocating (and page-faulting) another activation per sub-layer."""
+    if no_autograd(sublayer_out) and sublayer_out.dtype == torch.result_type(x, sublayer_out):
+        return sublayer_out.add_(x)
+    return x + sublayer_out  # under autocast the bf16 output + fp32 residual promotes to fp32
+
+
+# oneDNN's fp32 matmul, with the bias (and GELU) fused in: the kernel torch.compile's CPU backend emits. On this
+# project's CPU it runs the roberta-base layer shapes at 145-185 GFLOP/s where F.linear's BLAS call gets 95-140.
+_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, gelu: bool = False):
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if gelu else "none", [], "none" if gelu else "")
+
+
+class OneDNNLinear(torch.autograd.Function):
+    """`F.linear` with oneDNN's kernels forward and backward (the fused kernel itself has no backward). Used by
+    `linear` when gradients flow."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _onednn_linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _onednn_linear(grad, weight.t())  # grad @ W
+        grad_2d = grad.reshape(-1, grad.size(-1))
+        if ctx.needs_input_grad[1]:
+            grad_weight = _onednn_linear(grad_2d.t(), x.reshape(-1, x.size(-1)).t())  # grad^T @ x
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_2d.sum(0)
+        return grad_x, grad_weight, grad_bias
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], gelu: bool = False) -> torch.Tensor:
+    """`F.linear` (then exact GELU), used by every linear layer of the model. In fp32 on CPU the matmuls go to
+    oneDNN; at inference as one call with the bias and GELU fused, which also saves the passes that copy the bias
+    in and apply GELU. Everywhere else (GPU, autocast, torch.compile, which fuses on its own) it is `F.linear`."""
+    if (
+        _ONEDNN_LINEAR
+        and x.device.type == "cpu"
+        and x.dtype == weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+    ):
+        if not torch.is_grad_enabled():
+            return _onednn_linear(x, weight, bias, gelu)
+        y = OneDNNLinear.apply(x, weight, bias)
+    else:
+        y = F.linear(x, weight, bias)
+    if not gelu:
+        return y
+    # at inference GELU may overwrite its input: the [tokens, 4 * n_embd] buffer is the largest activation
+    return torch._C._nn.gelu_(y) if no_autograd(y) else F.gelu(y)
