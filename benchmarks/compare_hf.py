@@ -31,8 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from litgpt.model_roberta import RobertaForMaskedLM, RobertaForSequenceClassification  # noqa: E402
 from litgpt.convert import config_from_hf, hf_to_lit_state_dict  # noqa: E402
+from litgpt.model_roberta import RobertaForMaskedLM, RobertaForSequenceClassification  # noqa: E402
 
 VOCAB = 50265
 MASK_ID = 50264
@@ -84,7 +84,8 @@ def build_single(impl: str, kind: str, layers: int, device: str):
         cls = transformers.RobertaForSequenceClassification if kind == "classify" else transformers.RobertaForMaskedLM
         return cls(cfg).to(device)
     config = config_from_hf(cfg.to_dict())
-    return (RobertaForSequenceClassification(config, 2) if kind == "classify" else RobertaForMaskedLM(config)).to(device)
+    model = RobertaForSequenceClassification(config, 2) if kind == "classify" else RobertaForMaskedLM(config)
+    return model.to(device)
 
 
 def make_batch(case: dict, seed: int = 0):
@@ -176,18 +177,16 @@ def model_flops(case: dict, batch, layers: int, C: int = 768, V: int = VOCAB) ->
     return 2.0 * passes * (encoder + head)
 
 
-# dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets; the first matching name wins
-PEAK_BF16_TFLOPS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H200", 989.0), ("GH200", 989.0),
-                    ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0), ("A10G", 70.0)]
-
-
 def peak_tflops(args) -> float:
-    """The card's peak for MFU: `--peak-tflops`, else looked up by the CUDA device name; 0 = unknown."""
+    """The card's dense peak for MFU: `--peak-tflops`, else Lightning's table for the device and precision
+    (bf16 tensor cores for bf16-mixed); 0 = unknown."""
     if args.peak_tflops:
         return args.peak_tflops
     if args.device.startswith("cuda"):
-        name = torch.cuda.get_device_name(torch.device(args.device))
-        return next((peak for key, peak in PEAK_BF16_TFLOPS if key in name), 0.0)
+        from lightning.fabric.utilities.throughput import get_available_flops
+
+        dtype = torch.bfloat16 if args.precision == "bf16-mixed" else torch.float32
+        return (get_available_flops(torch.device(args.device), dtype) or 0) / 1e12
     return 0.0
 
 
@@ -327,11 +326,13 @@ def main() -> None:
 
     print()
     mfu = any("ours_mfu" in r for r in results)
-    print("| case | batch | ours tok/s | HF tok/s | ours/HF | ours peak MiB | HF peak MiB |" + (" ours MFU | HF MFU |" if mfu else ""))
+    header = "| case | batch | ours tok/s | HF tok/s | ours/HF | ours peak MiB | HF peak MiB |"
+    print(header + (" ours MFU | HF MFU |" if mfu else ""))
     print("|---|---|---|---|---|---|---|" + ("---|---|" if mfu else ""))
     for r in results:
         row = (f"| {r['case']} | {r['batch']} | {r['ours_tokens_per_s']:,.0f} | {r['hf_tokens_per_s']:,.0f} | "
-               f"{r['ratio']:.2f}x | {r.get('ours_peak_mib', float('nan')):,.0f} | {r.get('hf_peak_mib', float('nan')):,.0f} |")
+               f"{r['ratio']:.2f}x | {r.get('ours_peak_mib', float('nan')):,.0f} | "
+               f"{r.get('hf_peak_mib', float('nan')):,.0f} |")
         if mfu:
             row += f" {r.get('ours_mfu', float('nan')):.1%} | {r.get('hf_mfu', float('nan')):.1%} |"
         print(row)

@@ -73,7 +73,6 @@ class _Inference:
         """Loads the weights, config and tokenizer found at `source` onto `device` (default: GPU if any, else CPU)."""
         from litgpt.checkpoint import build_model, load_checkpoint
         from litgpt.model_roberta import model_class_for_state_dict
-        from litgpt.tokenizer import Tokenizer
 
         device = resolve_device(device)
         checkpoint = load_checkpoint(source, checkpoints_dir)
@@ -88,17 +87,7 @@ class _Inference:
             raise UsageError(
                 f"{checkpoint.source}: is a sequence classifier, not a masked LM; use `litgpt classify` / Classifier"
             )
-        if checkpoint.tokenizer_dir is None:
-            raise UsageError(
-                f"{checkpoint.source}: no tokenizer files (tokenizer.json or vocab.json + merges.txt)"
-                " beside the weights"
-            )
-        tokenizer = Tokenizer(checkpoint.tokenizer_dir)
-        if tokenizer.vocab_size > checkpoint.config.padded_vocab_size:
-            raise UsageError(
-                f"{checkpoint.tokenizer_dir}: the tokenizer has {tokenizer.vocab_size} tokens but the model only"
-                f" {checkpoint.config.padded_vocab_size} embeddings (a tokenizer from another model?)"
-            )
+        tokenizer = checkpoint.load_tokenizer()
         model = build_model(checkpoint.config, checkpoint.state_dict, checkpoint.source)
         return cls(model, tokenizer, device, batch_size, checkpoint.source)
 

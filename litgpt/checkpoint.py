@@ -40,6 +40,17 @@ class LoadedCheckpoint:
     tokenizer_dir: Optional[Path]
     source: str  # one line for users: where the weights came from
 
+    def load_tokenizer(self):
+        """The tokenizer beside the weights, checked against the model's embedding table."""
+        from litgpt.tokenizer import Tokenizer
+
+        if self.tokenizer_dir is None:
+            raise UsageError(f"{self.source}: no tokenizer files (tokenizer.json or vocab.json + merges.txt) beside "
+                             "the weights")
+        tokenizer = Tokenizer(self.tokenizer_dir)
+        check_tokenizer(tokenizer, self.config, str(self.tokenizer_dir))
+        return tokenizer
+
 
 def load_checkpoint(source: Union[str, Path], checkpoints_dir: Path = Path("checkpoints")) -> LoadedCheckpoint:
     path = Path(source)

@@ -1,6 +1,6 @@
 from typing import List, Optional
 
-from conftest import run_cli
+from conftest import assert_usage_error, run_cli
 
 from litgpt.__main__ import normalize_argv
 
@@ -19,7 +19,7 @@ def test_normalize_argv_bare_bools_and_repeated_lists():
 
 def test_unknown_subcommand_and_list():
     proc = run_cli("frobnicate")
-    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: unknown subcommand")
+    assert assert_usage_error(proc.returncode, proc.stderr).startswith("error: unknown subcommand")
     proc = run_cli("pretrain", "list")
     assert proc.returncode == 0 and "roberta-base" in proc.stdout.split()
 

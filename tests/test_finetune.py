@@ -11,6 +11,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import (
+    ROOT,
+    TOY,
+    assert_usage_error,
+    assert_weights_close,
+    cli_error,
+    expect_usage_error,
+    finetune_args,
+    snapshot,
+    toy_records,
+    write_files,
+)
 
 from litgpt import Config
 from litgpt.args import FinetuneArgs
@@ -20,30 +32,16 @@ from litgpt.data.classification import (
     ClassificationDataModule,
     length_grouped_batches,
 )
-from litgpt.model_roberta import RobertaForMaskedLM, RobertaForSequenceClassification
+from litgpt.model_roberta import RobertaForSequenceClassification
 from litgpt.utils import UsageError
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "finetune_roberta.py"
-TOY = ROOT / "data" / "test_data_finetune"
 METRIC_KEYS = {"loss", "accuracy", "f1", "precision", "recall", "average", "per_class", "confusion_matrix",
                "weights_source", "best_epoch", "num_labels", "id2label"}
 
 
-def toy_records(split: str):
-    return json.loads((TOY / f"{split}.json").read_text())
-
-
-def write_json(path: Path, obj) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj))
-    return path
-
-
 def small_toy(path: Path, n_train: int = 48, n_test: int = 16) -> Path:
-    write_json(path / "train.json", toy_records("train")[:n_train])
-    write_json(path / "test.json", toy_records("test")[:n_test])
-    return path
+    return write_files(path, {"train.json": toy_records("train")[:n_train], "test.json": toy_records("test")[:n_test]})
 
 
 def script_main():
@@ -57,25 +55,6 @@ def run_script(*args, cwd=ROOT, env=None):
     full_env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=600)
-
-
-def snapshot(folder: Path):
-    return sorted((str(p.relative_to(folder)), p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*"))
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    """A litgpt checkpoint dir: a random roberta-tiny MLM and a tokenizer trained on the toy train texts."""
-    from litgpt.tokenizer import train_tokenizer
-
-    ckpt = tmp_path_factory.mktemp("tiny_ckpt")
-    tokenizer = train_tokenizer([r["text"] for r in toy_records("train")], vocab_size=1000, out_dir=ckpt)
-    config = Config.from_name("roberta-tiny", mask_token_id=tokenizer.mask_id)
-    torch.manual_seed(0)
-    model = RobertaForMaskedLM(config)
-    torch.save(model.state_dict(), ckpt / "lit_model.pth")
-    config.save(ckpt / "model_config.yaml")
-    return ckpt
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +117,7 @@ def test_hf_loads_output_with_same_logits(toy_run):
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
     # the saved weights are the best epoch's, from train_state.pt
     state = torch.load(out / "train_state.pt", weights_only=True)
-    for key, value in state["best"]["model"].items():
-        torch.testing.assert_close(loaded.state_dict[key], value.float(), atol=0, rtol=0)
+    assert_weights_close({k: v.float() for k, v in state["best"]["model"].items()}, loaded.state_dict, atol=0)
 
 
 def test_rerun_into_finished_output_is_allowed(toy_run, tiny_checkpoint, tmp_path):
@@ -196,10 +174,10 @@ def test_agnews_readers(tmp_path):
         fp.write('"Class Index","Title","Description"\n' + body)
     assert len(ClassificationDataModule(tmp_path / "csv", 4, use_agnews=True).train) == len(AG_ROWS)
     # a converted CSV with text,label columns and names as labels
-    conv = tmp_path / "converted"
-    conv.mkdir()
-    (conv / "train.csv").write_text('text,label\n"Stocks fall",Business\n"Cup final",Sports\n"Vote",World\n"Chip",Sci/Tech\n')
-    (conv / "test.csv").write_text('text,label\n"Goal",1\n')
+    conv = write_files(tmp_path / "converted", {
+        "train.csv": 'text,label\n"Stocks fall",Business\n"Cup final",Sports\n"Vote",World\n"Chip",Sci/Tech\n',
+        "test.csv": 'text,label\n"Goal",1\n',
+    })
     data = ClassificationDataModule(conv, 4, use_agnews=True)
     assert data.train.labels == [2, 1, 0, 3] and data.test.labels == [1]
 
@@ -208,9 +186,7 @@ def test_agnews_readers(tmp_path):
 def test_agnews_end_to_end(layout, tmp_path, capsys):
     data_dir = write_agnews(tmp_path / "ag", layout)
     out = tmp_path / "out"
-    script_main()(["--data_dir", str(data_dir), "--output_dir", str(out), "--model_name", "roberta-tiny",
-                   "--from_scratch", "--num_labels", "4", "--num_epochs", "1", "--batch_size", "4",
-                   "--use_agnews"])
+    script_main()(finetune_args(data_dir, out, "--num_labels", "4", "--batch_size", "4", "--use_agnews"))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["average"] == "macro" and metrics["num_labels"] == 4
     assert metrics["id2label"] == {str(i): n for i, n in enumerate(AGNEWS_LABELS)}
@@ -226,7 +202,7 @@ class Killed(Exception):
     pass
 
 
-def test_exact_resume(tiny_checkpoint, tmp_path, monkeypatch):
+def test_exact_resume(tiny_checkpoint, tmp_path, monkeypatch, capsys):
     from litgpt.__main__ import run_command
     from litgpt.finetune import classification as ft
 
@@ -251,26 +227,24 @@ def test_exact_resume(tiny_checkpoint, tmp_path, monkeypatch):
         ft.check_output_dir(tmp_path / "resumed", data_dir, resume=False)
     run_command(ft.setup, common + ["--output_dir", str(tmp_path / "resumed"), "--resume", "true"], prog="test")
 
-    full = torch.load(tmp_path / "full" / "train_state.pt", weights_only=True)
-    resumed = torch.load(tmp_path / "resumed" / "train_state.pt", weights_only=True)
+    def load(run, name):
+        path = tmp_path / run / name
+        return json.loads(path.read_text()) if name.endswith(".json") else torch.load(path, weights_only=True)
+
+    full, resumed = load("full", "train_state.pt"), load("resumed", "train_state.pt")
     assert full["epoch"] == resumed["epoch"] == 2
-    for key, value in full["model"].items():
-        torch.testing.assert_close(resumed["model"][key], value, atol=1e-6, rtol=0)
-    full_bin = torch.load(tmp_path / "full" / "pytorch_model.bin", weights_only=True)
-    resumed_bin = torch.load(tmp_path / "resumed" / "pytorch_model.bin", weights_only=True)
-    for key, value in full_bin.items():
-        torch.testing.assert_close(resumed_bin[key], value, atol=1e-6, rtol=0)
-    m_full = json.loads((tmp_path / "full" / "metrics.json").read_text())
-    m_resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert_weights_close(full["model"], resumed["model"], atol=1e-6)
+    assert_weights_close(load("full", "pytorch_model.bin"), load("resumed", "pytorch_model.bin"), atol=1e-6)
+    m_full, m_resumed = load("full", "metrics.json"), load("resumed", "metrics.json")
     assert m_full["best_epoch"] == m_resumed["best_epoch"]
     for a, b in zip(m_full["history"], m_resumed["history"]):
         assert a == pytest.approx(b, abs=1e-6)
 
     # a resume with other hyperparameters would not reproduce the run: refused
-    with pytest.raises(SystemExit) as ex:
-        run_command(ft.setup, common[:-2] + ["--warmup_ratio", "0.3", "--output_dir", str(tmp_path / "resumed"),
-                                             "--num_epochs", "3", "--resume", "true"], prog="test")
-    assert ex.value.code == 2
+    code, _ = cli_error(capsys, common[:-2] + ["--warmup_ratio", "0.3", "--output_dir", str(tmp_path / "resumed"),
+                                              "--num_epochs", "3", "--resume", "true"],
+                        main=lambda args: run_command(ft.setup, args, prog="test"))
+    assert code == 2
 
 
 # ---- where the weights come from ------------------------------------------------------------------------------
@@ -306,10 +280,8 @@ def test_offline_registry_name_says_what_to_do(tmp_path):
     out = tmp_path / "out"
     proc = run_script("--data_dir", TOY, "--output_dir", out, cwd=tmp_path,
                       env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")})
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: --model_name roberta-base"), proc.stderr
-    assert "litgpt download FacebookAI/roberta-base" in lines[0] and "--from_scratch" in lines[0]
+    line = assert_usage_error(proc.returncode, proc.stderr, "litgpt download FacebookAI/roberta-base", "--from_scratch")
+    assert line.startswith("error: --model_name roberta-base"), proc.stderr
     assert not out.exists()
 
 
@@ -317,10 +289,9 @@ def test_registry_config_without_weights(tmp_path, capsys):
     from litgpt.__main__ import run_command
     from litgpt.finetune.classification import setup
 
-    with pytest.raises(SystemExit):
-        run_command(setup, ["--data_dir", str(TOY), "--output_dir", str(tmp_path / "o"), "--model_name",
-                            "roberta-tiny"], prog="t")
-    assert "--from_scratch" in capsys.readouterr().err
+    _, err = cli_error(capsys, ["--data_dir", TOY, "--output_dir", tmp_path / "o", "--model_name", "roberta-tiny"],
+                       main=lambda args: run_command(setup, args, prog="t"))
+    assert "--from_scratch" in err
 
 
 # ---- bad input: exit code 2, one line, no traceback, nothing written ------------------------------------------------
@@ -329,8 +300,8 @@ def _bad_data(tmp_path: Path, case: str):
     train, test = toy_records("train")[:8], toy_records("test")[:4]
     extra = []
     if case == "missing_file":
-        write_json(d / "train.json", train)
-        return d, extra, ["no test split", "test.json", "test.jsonl", "test.csv", "test.tsv"]
+        expected = ["no test split", "test.json", "test.jsonl", "test.csv", "test.tsv"]
+        return write_files(d, {"train.json": train}), extra, expected
     if case == "no_text":
         train[2] = {"label": 1}
         return _write(d, train, test), extra, ["train.json", "record 3", "text"]
@@ -349,20 +320,15 @@ def _bad_data(tmp_path: Path, case: str):
         test = [{**r, "label": "neutral"} for r in test]
         return _write(d, train, test), extra, ["test.json", "record 1", "'neutral'", "no mapping"]
     if case == "csv_columns":
-        d.mkdir(parents=True)
-        (d / "train.csv").write_text('text,label\n"fine movie",1\n"bad movie",0,extra\n')
-        (d / "test.csv").write_text('text,label\n"ok",1\n')
-        return d, extra, ["train.csv", "line 3", "3 columns"]
+        files = {"train.csv": 'text,label\n"fine movie",1\n"bad movie",0,extra\n', "test.csv": 'text,label\n"ok",1\n'}
+        return write_files(d, files), extra, ["train.csv", "line 3", "3 columns"]
     if case == "invalid_utf8":
-        d.mkdir(parents=True)
-        (d / "train.jsonl").write_bytes(b'{"text": "good", "label": 1}\n{"text": "bad \xff", "label": 0}\n')
-        (d / "test.jsonl").write_bytes(b'{"text": "ok", "label": 1}\n{"text": "no", "label": 0}\n')
-        return d, extra, ["train.jsonl:2", "invalid UTF-8"]
+        files = {"train.jsonl": b'{"text": "good", "label": 1}\n{"text": "bad \xff", "label": 0}\n',
+                 "test.jsonl": b'{"text": "ok", "label": 1}\n{"text": "no", "label": 0}\n'}
+        return write_files(d, files), extra, ["train.jsonl:2", "invalid UTF-8"]
     if case == "agnews_bad_index":
-        d.mkdir(parents=True)
-        (d / "train.csv").write_text('"5","Title","Body"\n')
-        (d / "test.csv").write_text('"1","Title","Body"\n')
-        return d, ["--use_agnews", "--num_labels", "4"], ["train.csv", "line 1", "1-4"]
+        files = {"train.csv": '"5","Title","Body"\n', "test.csv": '"1","Title","Body"\n'}
+        return write_files(d, files), ["--use_agnews", "--num_labels", "4"], ["train.csv", "line 1", "1-4"]
     if case == "max_length":
         return _write(d, train, test), ["--max_length", "600"], ["--max_length 600", "512"]
     if case == "foreign_output":
@@ -373,9 +339,7 @@ def _bad_data(tmp_path: Path, case: str):
 
 
 def _write(d: Path, train, test) -> Path:
-    write_json(d / "train.json", train)
-    write_json(d / "test.json", test)
-    return d
+    return write_files(d, {"train.json": train, "test.json": test})
 
 
 BAD_CASES = ["missing_file", "no_text", "no_label", "label_out_of_range", "num_labels_disagree", "empty_split",
@@ -388,30 +352,17 @@ def test_bad_input(case, tmp_path, capsys):
     data_dir, extra, expected = _bad_data(tmp_path, case)
     out = tmp_path / "out"
     if case == "foreign_output":
-        out.mkdir()
-        (out / "notes.txt").write_text("mine")
+        write_files(out, {"notes.txt": "mine"})
     if case == "output_in_data":
         out = data_dir / "out"
-    before = snapshot(tmp_path)
-    with pytest.raises(SystemExit) as ex:
-        script_main()(["--data_dir", str(data_dir), "--output_dir", str(out), "--model_name", "roberta-tiny",
-                       "--from_scratch", "--num_epochs", "1", *extra])
-    assert ex.value.code == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    for fragment in expected:
-        assert fragment in lines[0], (fragment, lines[0])
-    assert snapshot(tmp_path) == before, "files were created or changed"
+    expect_usage_error(capsys, finetune_args(data_dir, out, *extra), *expected, main=script_main(),
+                       untouched=tmp_path)
 
 
 # ---- data pieces ------------------------------------------------------------------------------------------------
 def test_label_names_and_formats(tmp_path):
-    d = tmp_path / "names"
-    d.mkdir()
-    (d / "train.tsv").write_text('sentence\tlabel\nit is "great"\tpos\nawful\tneg\nfine\tpos\n')
-    (d / "test.tsv").write_text("sentence\tlabel\nbad\tneg\n")
+    d = write_files(tmp_path / "names", {"train.tsv": 'sentence\tlabel\nit is "great"\tpos\nawful\tneg\nfine\tpos\n',
+                                         "test.tsv": "sentence\tlabel\nbad\tneg\n"})
     data = ClassificationDataModule(d, 2)
     assert data.id2label == {0: "neg", 1: "pos"} and data.train.labels == [1, 0, 1]
     assert data.train.texts[0] == 'it is "great"'
@@ -420,10 +371,8 @@ def test_label_names_and_formats(tmp_path):
     with pytest.raises(UsageError, match="label names"):
         ClassificationDataModule(d, 3)
     # ids as strings in CSV, a JSON file with one object per line
-    c = tmp_path / "ids"
-    c.mkdir()
-    (c / "train.csv").write_text('id,text,label\n1,"a, b",1\n2,c,0\n')
-    (c / "test.json").write_text('{"text": "x", "label": 0}\n{"text": "y", "label": 1}\n')
+    c = write_files(tmp_path / "ids", {"train.csv": 'id,text,label\n1,"a, b",1\n2,c,0\n',
+                                       "test.json": '{"text": "x", "label": 0}\n{"text": "y", "label": 1}\n'})
     data = ClassificationDataModule(c, 2)
     assert data.train.texts == ["a, b", "c"] and data.train.labels == [1, 0] and data.test.labels == [0, 1]
 
@@ -464,12 +413,10 @@ def test_bare_flags():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_unavailable_accelerator_is_one_line(tmp_path, capsys):
-    with pytest.raises(SystemExit) as ex:
-        script_main()(["--data_dir", str(small_toy(tmp_path / "d", 8, 4)), "--output_dir", str(tmp_path / "o"),
-                       "--model_name", "roberta-tiny", "--from_scratch", "--accelerator", "cuda"])
-    assert ex.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: --accelerator cuda") and not (tmp_path / "o").exists()
+    args = ["--data_dir", small_toy(tmp_path / "d", 8, 4), "--output_dir", tmp_path / "o", "--model_name",
+            "roberta-tiny", "--from_scratch", "--accelerator", "cuda"]
+    line = expect_usage_error(capsys, args, main=script_main())
+    assert line.startswith("error: --accelerator cuda") and not (tmp_path / "o").exists()
 
 
 def test_checkpoint_that_does_not_fit_its_config(tiny_checkpoint, tmp_path, capsys):
@@ -479,10 +426,5 @@ def test_checkpoint_that_does_not_fit_its_config(tiny_checkpoint, tmp_path, caps
     shutil.copytree(tiny_checkpoint, ckpt)
     Config.from_file(ckpt / "model_config.yaml", n_layer=3).save(ckpt / "model_config.yaml")
     data_dir = small_toy(tmp_path / "d", 8, 4)
-    before = snapshot(tmp_path)
-    with pytest.raises(SystemExit) as ex:
-        script_main()(["--data_dir", str(data_dir), "--output_dir", str(tmp_path / "o"), "--model_name", str(ckpt)])
-    assert ex.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "missing" in err[0] and str(ckpt) in err[0], err
-    assert snapshot(tmp_path) == before
+    expect_usage_error(capsys, ["--data_dir", data_dir, "--output_dir", tmp_path / "o", "--model_name", ckpt],
+                       "missing", str(ckpt), main=script_main(), untouched=tmp_path)

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import run_cli, tiny_hf_config
+from conftest import assert_usage_error, cli_error, run_cli, save_checkpoint, tiny_hf_config
 
 from litgpt import Config
 from litgpt.__main__ import main as cli
@@ -60,38 +60,42 @@ def tokenizer_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tokenizer_dir):
+def corpus_tokenizer(tokenizer_dir):
     from litgpt.tokenizer import Tokenizer
 
     return Tokenizer(tokenizer_dir)
 
 
+def pad_rows(rows, pad_id: int) -> torch.Tensor:
+    """Token id lists, right-padded into one tensor."""
+    ids = torch.full((len(rows), max(map(len, rows))), pad_id)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+    return ids
+
+
 @pytest.fixture(scope="module")
-def hf_mlm_dir(tmp_path_factory, tokenizer):
+def hf_mlm_dir(tmp_path_factory, corpus_tokenizer):
     """A transformers RobertaForMaskedLM saved with save_pretrained, plus our tokenizer files."""
     out = tmp_path_factory.mktemp("hf_mlm")
     torch.manual_seed(0)
-    model = transformers.RobertaForMaskedLM(tiny_hf_config(vocab_size=tokenizer.vocab_size))
+    model = transformers.RobertaForMaskedLM(tiny_hf_config(vocab_size=corpus_tokenizer.vocab_size))
     perturb(model, seed=1)
     model.save_pretrained(out)
-    tokenizer.save(out)
+    corpus_tokenizer.save(out)
     return out
 
 
 @pytest.fixture(scope="module")
-def lit_mlm_dir(tmp_path_factory, tokenizer):
+def lit_mlm_dir(tmp_path_factory, corpus_tokenizer):
     """A litgpt checkpoint dir (what pretraining writes as `final/`) of a model trained a few steps."""
-    out = tmp_path_factory.mktemp("lit_mlm")
+    tokenizer = corpus_tokenizer
     torch.manual_seed(0)
     config = lit_config(tokenizer)
     model = RobertaForMaskedLM(config)
     perturb(model, seed=2, std=0.2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    batch = [tokenizer.encode(t) for t in CORPUS]
-    T = max(map(len, batch))
-    ids = torch.full((len(batch), T), tokenizer.pad_id)
-    for i, row in enumerate(batch):
-        ids[i, : len(row)] = torch.tensor(row)
+    ids = pad_rows([tokenizer.encode(t) for t in CORPUS], tokenizer.pad_id)
     labels = torch.where(torch.rand(ids.shape, generator=torch.Generator().manual_seed(0)) < 0.3, ids, -100)
     labels[ids == tokenizer.pad_id] = -100
     inputs = torch.where(labels != -100, tokenizer.mask_id, ids)
@@ -100,20 +104,17 @@ def lit_mlm_dir(tmp_path_factory, tokenizer):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    torch.save(model.state_dict(), out / "lit_model.pth")
-    config.save(out / "model_config.yaml")
-    tokenizer.save(out)
-    return out
+    return save_checkpoint(tmp_path_factory.mktemp("lit_mlm"), model, config, tokenizer)
 
 
 @pytest.fixture(scope="module")
-def clf_dir(tmp_path_factory, tokenizer, tokenizer_dir):
+def clf_dir(tmp_path_factory, corpus_tokenizer, tokenizer_dir):
     """A finetuning output_dir: HF config.json + pytorch_model.bin + tokenizer files."""
     from litgpt.scripts.convert_lit_checkpoint import save_hf_dir
 
     out = tmp_path_factory.mktemp("clf")
     torch.manual_seed(0)
-    config = lit_config(tokenizer, num_labels=2, id2label={0: "negative", 1: "positive"})
+    config = lit_config(corpus_tokenizer, num_labels=2, id2label={0: "negative", 1: "positive"})
     model = RobertaForSequenceClassification(config, 2)
     perturb(model, seed=3)
     save_hf_dir(model.state_dict(), config, out, tokenizer_dir, safetensors=False, pytorch_bin=True)
@@ -215,11 +216,7 @@ def test_litgpt_checkpoint_to_hf_gives_same_logits_and_fill_mask(lit_mlm_dir, tm
     hf_model = transformers.AutoModelForMaskedLM.from_pretrained(hf_dir).eval()
     mlm = MaskedLM.load(lit_mlm_dir, device="cpu")
 
-    encoded = [mlm.tokenizer.encode(t) for t in TEXTS]
-    T = max(map(len, encoded))
-    ids = torch.full((len(encoded), T), mlm.tokenizer.pad_id)
-    for i, row in enumerate(encoded):
-        ids[i, : len(row)] = torch.tensor(row)
+    ids = pad_rows([mlm.tokenizer.encode(t) for t in TEXTS], mlm.tokenizer.pad_id)
     mask = (ids != mlm.tokenizer.pad_id).long()
     with torch.no_grad():
         ours = mlm.model(ids, mask)
@@ -292,10 +289,8 @@ def test_fill_mask_errors(lit_mlm_dir, clf_dir, capsys):
         (["fill_mask", clf_dir, "--text", "a <mask>"], "error: "),
         (["fill_mask", lit_mlm_dir / "missing", "--text", "a <mask>"], "error: "),
     ]:
-        with pytest.raises(SystemExit) as exit_info:
-            cli([str(a) for a in args])
-        assert exit_info.value.code == 2
-        err = capsys.readouterr().err
+        code, err = cli_error(capsys, args)
+        assert code == 2
         assert err.startswith(message) and err.count("\n") == 1, err
 
 
@@ -365,9 +360,8 @@ def test_classifier_matches_hf_and_cli(clf_dir, tmp_path, capsys):
         (["classify", clf_dir], "error: no input"),
         (["classify", clf_dir, "--file", tmp_path / "missing.txt"], "error: --file"),
     ]:
-        with pytest.raises(SystemExit) as exit_info:
-            cli([str(a) for a in args])
-        assert exit_info.value.code == 2 and capsys.readouterr().err.startswith(message)
+        code, err = cli_error(capsys, args)
+        assert code == 2 and err.startswith(message)
 
 
 # ---- download -----------------------------------------------------------------------------------------------
@@ -480,10 +474,9 @@ def test_download_without_network_fails_in_one_line(tmp_path, env, message):
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()
     result = run_cli("download", "FacebookAI/roberta-base", "--checkpoint_dir", checkpoints, env=env, timeout=120)
-    assert result.returncode == 2
+    line = assert_usage_error(result.returncode, result.stderr, message)
     assert result.stderr.count("\n") == 1, result.stderr
-    assert result.stderr.startswith("error: FacebookAI/roberta-base: ")
-    assert message in result.stderr and "Traceback" not in result.stderr
+    assert line.startswith("error: FacebookAI/roberta-base: ")
     assert list(checkpoints.iterdir()) == []
 
 
@@ -492,6 +485,5 @@ def test_download_list_and_bad_repo_id(capsys):
     assert capsys.readouterr().out.split() == [
         "FacebookAI/roberta-base", "FacebookAI/roberta-large", "distilbert/distilroberta-base"
     ]
-    with pytest.raises(SystemExit):
-        cli(["download", "not/a/repo"])
-    assert capsys.readouterr().err.startswith("error: 'not/a/repo': not a HuggingFace repo id")
+    _, err = cli_error(capsys, ["download", "not/a/repo"])
+    assert err.startswith("error: 'not/a/repo': not a HuggingFace repo id")

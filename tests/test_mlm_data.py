@@ -1,28 +1,20 @@
 """Masking statistics and reproducibility, the collator, TestMLMDataset (and a user subclass) and TestData."""
 
-import io
-
 import pytest
 import torch
-
-from conftest import assert_loaders_leave_global_rng_alone
+from conftest import (
+    assert_loaders_leave_global_rng_alone,
+    batches_and_states,
+    demo_lines,
+    resumed_batches,
+    same_batches,
+    write_files,
+)
 from custom_dataset import CustomMLMDataset  # the README's subclass, verbatim
+
 from litgpt.data.mlm import IGNORE_INDEX, MLMCollator, MLMMasker, example_generator, mask_tokens
 from litgpt.data.test_data import TestData, TestMLMDataset, demo_sentences, split_distinct
-from litgpt.tokenizer import train_tokenizer
 from litgpt.utils import UsageError
-
-
-
-
-def demo_lines():
-    return [line for line in demo_sentences().splitlines() if line.strip()]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tok")
-    return train_tokenizer(demo_lines(), vocab_size=600, out_dir=out)
 
 
 def make_data(tokenizer, data_dir, batch_size=8, seed=3, num_workers=0, rank=0, world_size=1, **kwargs):
@@ -31,11 +23,6 @@ def make_data(tokenizer, data_dir, batch_size=8, seed=3, num_workers=0, rank=0, 
     data.prepare_data()
     data.setup()
     return data
-
-
-def same_batches(a, b):
-    return len(a) == len(b) and all(x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
-                                    for x, y in zip(a, b))
 
 
 def test_masking_statistics_on_real_text(tokenizer):
@@ -77,7 +64,8 @@ def test_masking_statistics_on_real_text(tokenizer):
 def test_masking_split_is_configurable(tokenizer):
     ids = torch.tensor(tokenizer.encode(" ".join(demo_lines()[:200])))
     out, labels = mask_tokens(ids, tokenizer.mask_id, tokenizer.vocab_size, tokenizer.special_ids, mask_prob=0.3,
-                              mask_replace_prob=0.5, random_replace_prob=0.0, generator=torch.Generator().manual_seed(1))
+                              mask_replace_prob=0.5, random_replace_prob=0.0,
+                              generator=torch.Generator().manual_seed(1))
     sel = labels != IGNORE_INDEX
     n = int((~torch.isin(ids, torch.tensor(sorted(tokenizer.special_ids)))).sum())
     assert abs(int(sel.sum()) - 0.3 * n) <= 1  # the count is exact up to rounding
@@ -149,20 +137,25 @@ def test_test_dataset_bad_input(tokenizer, tmp_path):
     with pytest.raises(UsageError, match="no test.txt"):
         TestMLMDataset(other, tokenizer)
     assert [p.name for p in other.iterdir()] == ["notes.md"]  # left untouched
-    for name, content, match in [
-        ("empty", b"", "empty file"),
-        ("blank", b"\n  \n\n", "empty file"),
-        ("binary", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
-        ("latin1", "line one\nline two\ncaf\xe9\n".encode("latin-1"), r"test\.txt:3: invalid UTF-8"),
-    ]:
-        d = tmp_path / name
-        d.mkdir()
-        (d / "test.txt").write_bytes(content)
-        with pytest.raises(UsageError, match=match) as info:
-            TestMLMDataset(d, tokenizer)
-        assert str(d / "test.txt") in str(info.value)
     with pytest.raises(UsageError, match="not a folder"):
         TestMLMDataset(other / "notes.md", tokenizer)
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"", "empty file"),
+        (b"\n  \n\n", "empty file"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
+        ("line one\nline two\ncaf\xe9\n".encode("latin-1"), r"test\.txt:3: invalid UTF-8"),
+    ],
+    ids=["empty", "blank", "binary", "latin1"],
+)
+def test_test_dataset_bad_file(tokenizer, tmp_path, content, match):
+    d = write_files(tmp_path / "data", {"test.txt": content})
+    with pytest.raises(UsageError, match=match) as info:
+        TestMLMDataset(d, tokenizer)
+    assert str(d / "test.txt") in str(info.value)
 
 
 def test_custom_dataset_subclass(tokenizer, tmp_path):
@@ -236,30 +229,10 @@ def test_val_masks_fixed_and_train_remasked(tokenizer, tmp_path):
 
 def test_exact_resume_and_worker_independence(tokenizer, tmp_path):
     reference = make_data(tokenizer, tmp_path)
-    loader = reference.train_dataloader()
-    batches, states = [], {}
-    for epoch in range(3):
-        for batch in loader:
-            batches.append(batch)
-            states[len(batches)] = reference.state_dict()
-    per_epoch = len(loader)
+    batches, states = batches_and_states(reference, epochs=3)
+    per_epoch = len(batches) // 3
     for cut in (5, per_epoch, per_epoch + 7):  # mid-epoch, at the epoch end, in the next epoch
-        buffer = io.BytesIO()
-        torch.save(states[cut], buffer)
-        buffer.seek(0)
-        state = torch.load(buffer, weights_only=True)
-        resumed = make_data(tokenizer, tmp_path)
-        resumed.train_dataloader()
-        resumed.load_state_dict(state)  # after the loader exists, as the pretraining loop does
-        it, rest = iter(resumed.train_dataloader()), []
-        for _ in range(3 * len(batches)):  # bounded, in case a loader stopped yielding
-            if len(rest) == len(batches) - cut:
-                break
-            batch = next(it, None)
-            if batch is None:  # end of epoch: the loop calls iter() again
-                it = iter(resumed.train_dataloader())
-                continue
-            rest.append(batch)
+        rest = resumed_batches(make_data(tokenizer, tmp_path), states[cut], len(batches) - cut)
         assert len(rest) == len(batches) - cut and same_batches(rest, batches[cut:]), cut
     # state loaded before the loader is created, and worker processes: the same batches
     resumed = make_data(tokenizer, tmp_path, num_workers=2)

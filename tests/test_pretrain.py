@@ -1,13 +1,22 @@
 import csv
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, run_cli
+from conftest import (
+    ROOT,
+    assert_same_run,
+    cli_error,
+    expect_usage_error,
+    final_weights,
+    litgpt_command,
+    max_weight_diff,
+    pretrain_args,
+    run_cli,
+)
 
 from litgpt.config import Config
 
@@ -23,10 +32,10 @@ def column(rows, name):
     return [(int(r["step"]), float(r[name])) for r in rows if r.get(name) not in (None, "")]
 
 
-def pretrain_args(data_dir, out_dir, *extra):
-    return ["pretrain", "--model_name", "roberta-tiny", "--data_dir", data_dir, "--out_dir", out_dir,
-            "--train.global_batch_size", "8", "--train.micro_batch_size", "4", "--train.learning_rate", "2e-3",
-            "--train.lr_warmup_steps", "2", "--eval.max_iters", "4", *map(str, extra)]
+def tiny_run(data_dir, out_dir, *extra):
+    """A short roberta-tiny pretraining run: `pretrain_args` with a fast learning-rate warmup and a short eval."""
+    return pretrain_args(data_dir, out_dir, "--train.learning_rate", "2e-3", "--train.lr_warmup_steps", "2",
+                         "--eval.max_iters", "4", *extra)
 
 
 def test_seed_command_creates_data_and_checkpoints_and_loss_falls(tmp_path):
@@ -60,26 +69,17 @@ def test_seed_command_creates_data_and_checkpoints_and_loss_falls(tmp_path):
     assert abs(best["best_val_loss"] - min(v for step, v in val if step > 0)) < 1e-6
 
 
-def _final_weights(out_dir):
-    return torch.load(Path(out_dir) / "final" / "lit_model.pth", weights_only=True)
-
-
-def _max_diff(a, b):
-    assert a.keys() == b.keys()
-    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
-
-
 def test_sigkill_then_resume_auto_is_exact(tmp_path):
     data_dir = tmp_path / "data"
     steps = ["--train.max_steps", "24", "--train.save_interval", "2", "--train.keep_last", "3", "--eval.interval", "6",
              "--seed", "7"]
     full = tmp_path / "full"
-    proc = run_cli(*pretrain_args(data_dir, full, *steps))
+    proc = run_cli(*tiny_run(data_dir, full, *steps))
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "litgpt", *pretrain_args(data_dir, killed, *steps)]
-    child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(litgpt_command(*tiny_run(data_dir, killed, *steps)), cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (killed / "iter-4.pt").exists() and child.poll() is None and time.time() < deadline:
         time.sleep(0.01)
@@ -91,20 +91,18 @@ def test_sigkill_then_resume_auto_is_exact(tmp_path):
 
     # what a kill in the middle of a save leaves: a temp file, which resuming clears and never reads
     (killed / ".iter-999.pt.tmp").write_bytes(b"half a checkpoint")
-    proc = run_cli(*pretrain_args(data_dir, killed, *steps, "--resume", "auto"))
+    proc = run_cli(*tiny_run(data_dir, killed, *steps, "--resume", "auto"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Resumed from" in proc.stdout + proc.stderr
     assert not list(killed.glob(".*.tmp"))
-    assert _max_diff(_final_weights(full), _final_weights(killed)) <= 1e-6
+    assert_same_run(full, killed, step=24)
     assert sorted(p.name for p in full.glob("iter-*.pt")) == ["iter-20.pt", "iter-22.pt", "iter-24.pt"]
-    assert torch.load(killed / "iter-24.pt", weights_only=True)["tokens"] == \
-        torch.load(full / "iter-24.pt", weights_only=True)["tokens"]
 
 
 def test_sigterm_saves_and_exits_cleanly(tmp_path):
     data_dir, out_dir = tmp_path / "data", tmp_path / "out"
-    cmd = [sys.executable, "-m", "litgpt", *pretrain_args(data_dir, out_dir, "--train.max_steps", "100000",
-                                                            "--train.save_interval", "1000", "--eval.interval", "1000")]
+    cmd = litgpt_command(*tiny_run(data_dir, out_dir, "--train.max_steps", "100000", "--train.save_interval", "1000",
+                                   "--eval.interval", "1000"))
     child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     while not (out_dir / "logs").exists() and time.time() < deadline:
@@ -136,16 +134,7 @@ def test_ddp_two_processes_match_one(tmp_path):
     assert len(one) == len(two) == 5
     for (s1, l1), (s2, l2) in zip(one, two):
         assert s1 == s2 and abs(l1 - l2) < 1e-4, (one, two)
-    assert _max_diff(_final_weights(tmp_path / "one"), _final_weights(tmp_path / "two")) < 1e-4
-
-
-def _cli_error(capsys, *args):
-    from litgpt.__main__ import main
-
-    with pytest.raises(SystemExit) as ex:
-        main([str(a) for a in args])
-    err = capsys.readouterr().err.strip()
-    return ex.value.code, err
+    assert max_weight_diff(final_weights(tmp_path / "one"), final_weights(tmp_path / "two")) < 1e-4
 
 
 @pytest.mark.parametrize(
@@ -158,36 +147,29 @@ def _cli_error(capsys, *args):
 )
 def test_bad_flags_fail_before_any_work(tmp_path, capsys, extra, message):
     out_dir = tmp_path / "out"
-    args = pretrain_args(tmp_path / "data", out_dir, "--train.max_tokens", "100000", *extra)
-    code, err = _cli_error(capsys, *args)
-    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    args = tiny_run(tmp_path / "data", out_dir, "--train.max_tokens", "100000", *extra)
+    expect_usage_error(capsys, args, message)
     assert not (tmp_path / "data").exists() and not out_dir.exists()
 
 
 def test_unknown_model_and_unwritable_out_dir(tmp_path, capsys):
-    code, err = _cli_error(capsys, "pretrain", "--model_name", "roberta-huge", "--data_dir", tmp_path / "d",
-                           "--out_dir", tmp_path / "o", "--train.max_steps", "1")
-    assert code == 2 and "known names" in err.lower() and len(err.splitlines()) == 1
+    expect_usage_error(capsys, ["pretrain", "--model_name", "roberta-huge", "--data_dir", tmp_path / "d", "--out_dir",
+                                tmp_path / "o", "--train.max_steps", "1"], "known names", ignore_case=True)
     a_file = tmp_path / "file"
     a_file.write_text("x")
-    code, err = _cli_error(capsys, *pretrain_args(tmp_path / "d", a_file, "--train.max_steps", "1"))
-    assert code == 2 and "not a folder" in err and len(err.splitlines()) == 1
+    expect_usage_error(capsys, tiny_run(tmp_path / "d", a_file, "--train.max_steps", "1"), "not a folder")
     assert a_file.read_text() == "x"
 
 
 def test_checkpoint_from_another_config_is_refused(tmp_path, capsys):
     data_dir, out_dir = tmp_path / "data", tmp_path / "out"
-    proc = run_cli(*pretrain_args(data_dir, out_dir, "--train.max_steps", "2", "--train.save_interval", "1"))
+    proc = run_cli(*tiny_run(data_dir, out_dir, "--train.max_steps", "2", "--train.save_interval", "1"))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    before = {p: p.stat().st_mtime_ns for p in out_dir.rglob("*")}
-    args = pretrain_args(data_dir, out_dir, "--train.max_steps", "4", "--resume", "auto")
+    args = tiny_run(data_dir, out_dir, "--train.max_steps", "4", "--resume", "auto")
     args[args.index("roberta-tiny")] = "roberta-mini"
-    code, err = _cli_error(capsys, *args)
-    assert code == 2 and "another config" in err and len(err.splitlines()) == 1, err
-    assert before == {p: p.stat().st_mtime_ns for p in out_dir.rglob("*")}
+    expect_usage_error(capsys, args, "another config", untouched=out_dir)
     # an existing run is never overwritten without --resume
-    code, err = _cli_error(capsys, *pretrain_args(data_dir, out_dir, "--train.max_steps", "4"))
-    assert code == 2 and "already holds a run" in err
+    expect_usage_error(capsys, tiny_run(data_dir, out_dir, "--train.max_steps", "4"), "already holds a run")
 
 
 def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path, capsys, monkeypatch):
@@ -207,8 +189,9 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path, capsys, monkey
 
     monkeypatch.setattr(RobertaForMaskedLM, "mlm_loss", mlm_loss)
     out_dir = tmp_path / "out"
-    code, err = _cli_error(capsys, *pretrain_args(tmp_path / "data", out_dir, "--train.max_steps", "10",
-                                                  "--train.save_interval", "2", "--eval.interval", "2"))
+    code, err = cli_error(capsys, tiny_run(tmp_path / "data", out_dir, "--train.max_steps", "10",
+                                           "--train.save_interval", "2", "--eval.interval", "2"))
+    err = err.strip()
     last = err.splitlines()[-1]
     assert code == 1 and last.startswith("error: non-finite") and "step 5" in last, err
     assert "Traceback" not in err

@@ -8,23 +8,20 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import ROOT
+from conftest import ROOT, assert_same_run, litgpt_command, pretrain_args
 
 pytestmark = pytest.mark.soak
+CPU_DEMO = "config_hub/pretrain/cpu-demo.yaml"
 
 
 def pretrain_cmd(data_dir: Path, out_dir: Path, max_steps: int, *extra: str):
-    return [sys.executable, "-m", "litgpt", "pretrain", "--config", str(ROOT / "config_hub/pretrain/cpu-demo.yaml"),
-            "--data_dir", str(data_dir), "--out_dir", str(out_dir), "--train.max_steps", str(max_steps),
-            "--train.save_interval", "5", "--train.keep_last", "3", "--train.log_interval", "50", "--eval.interval",
-            "100", "--seed", "1234",
-            *extra]
+    return litgpt_command(*pretrain_args(data_dir, out_dir, "--train.max_steps", max_steps, "--train.save_interval", 5,
+                                         "--train.keep_last", 3, "--train.log_interval", 50, "--eval.interval", 100,
+                                         "--seed", 1234, *extra, base=("--config", ROOT / CPU_DEMO)))
 
 
 def test_soak_kill_and_resume(tmp_path):
@@ -67,14 +64,7 @@ def test_soak_kill_and_resume(tmp_path):
     assert reference.wait() == 0
     elapsed = time.time() - started
 
-    ref = torch.load(tmp_path / "reference" / f"iter-{max_steps}.pt", weights_only=True)
-    soak = torch.load(out_dir / f"iter-{max_steps}.pt", weights_only=True)
-    assert soak["step"] == ref["step"] == max_steps
-    assert soak["tokens"] == ref["tokens"]
-    a = torch.load(tmp_path / "reference" / "final" / "lit_model.pth", weights_only=True)
-    b = torch.load(out_dir / "final" / "lit_model.pth", weights_only=True)
-    diff = max((a[k] - b[k]).abs().max().item() for k in a)
-    print(f"soak: survived {kills} SIGKILLs in {elapsed / 60:.1f} min; {max_steps} steps, {ref['tokens']:,} tokens,"
-          f" max |weight difference| {diff:.2e}")
     assert kills >= 1
-    assert diff <= 1e-6
+    diff, tokens = assert_same_run(tmp_path / "reference", out_dir, step=max_steps)
+    print(f"soak: survived {kills} SIGKILLs in {elapsed / 60:.1f} min; {max_steps} steps, {tokens:,} tokens,"
+          f" max |weight difference| {diff:.2e}")

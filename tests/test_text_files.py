@@ -1,31 +1,25 @@
 """TextFiles: litdata cache (packed FULL-SENTENCES blocks, lines), exact resume, reading in bounded slices, errors."""
 
-import io
 import json
 import random
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_loaders_leave_global_rng_alone
+from conftest import (
+    assert_loaders_leave_global_rng_alone,
+    batches_and_states,
+    demo_lines,
+    resumed_batches,
+    write_files,
+)
 
 import litgpt.data.readers as readers
 import litgpt.data.text_files as text_files
 from litgpt.data.mlm import IGNORE_INDEX
 from litgpt.data.readers import iter_units, plan_ranges, split_for_tokenizer
-from litgpt.data.test_data import demo_sentences
 from litgpt.data.text_files import TextFiles
-from litgpt.tokenizer import train_tokenizer
 from litgpt.utils import UsageError
-
-
-def demo_lines():
-    return [line for line in demo_sentences().splitlines() if line.strip()]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    return train_tokenizer(demo_lines(), vocab_size=600, out_dir=tmp_path_factory.mktemp("tok"))
 
 
 def write_corpus(folder: Path, n_txt_docs=70, n_jsonl=40, seed=0):
@@ -138,32 +132,13 @@ def test_lines_mode(tokenizer, tmp_path):
 def test_exact_resume(tokenizer, tmp_path, num_workers):
     write_corpus(tmp_path / "corpus")
     reference = make(tokenizer, tmp_path / "corpus", tmp_path / "cache", num_workers=num_workers)
-    loader = reference.train_dataloader()
-    batches, states = [], {}
-    for epoch in range(2):
-        for batch in loader:
-            batches.append(batch)
-            states[len(batches)] = reference.state_dict()
+    batches, states = batches_and_states(reference, epochs=2)
     per_epoch = len(batches) // 2
     first, second = batches[:per_epoch], batches[per_epoch:]
     assert not all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(first, second))  # reshuffled/masked
     for cut in (3, per_epoch, per_epoch + 2):  # mid-epoch, at the end of an epoch, in the next one
-        buffer = io.BytesIO()
-        torch.save(states[cut], buffer)
-        buffer.seek(0)
         resumed = make(tokenizer, tmp_path / "corpus", tmp_path / "cache", num_workers=num_workers)
-        resumed.train_dataloader()
-        resumed.load_state_dict(torch.load(buffer, weights_only=True))
-        # what the pretraining loop does: next(); at the end of an epoch, iter() again
-        it, rest = iter(resumed.train_dataloader()), []
-        for _ in range(3 * len(batches)):  # bounded, in case a loader stopped yielding
-            if len(rest) == len(batches) - cut:
-                break
-            batch = next(it, None)
-            if batch is None:
-                it = iter(resumed.train_dataloader())
-                continue
-            rest.append(batch)
+        rest = resumed_batches(resumed, states[cut], len(batches) - cut)
         assert len(rest) == len(batches) - cut
         for a, b in zip(rest, batches[cut:]):
             assert all(torch.equal(a[k], b[k]) for k in a)
@@ -225,7 +200,8 @@ def test_split_for_tokenizer_is_exact(tokenizer):
     for limit in range(20, len(text), 37):
         head, tail = split_for_tokenizer(text, limit)
         assert head + tail == text and 0 < len(head) <= limit
-        assert tokenizer.encode(head, add_special_tokens=False) + tokenizer.encode(tail, add_special_tokens=False) == whole
+        pieces = tokenizer.encode(head, add_special_tokens=False) + tokenizer.encode(tail, add_special_tokens=False)
+        assert pieces == whole
     assert split_for_tokenizer("x" * 100, 30) == ("x" * 30, "x" * 70)  # no safe point: hard cut
 
 
@@ -247,7 +223,8 @@ def test_iter_units_in_slices_and_ranges(tmp_path, monkeypatch):
         monkeypatch.setattr(readers, "READ_BYTES", 5)
         assert units(unit=unit) == expected
         ranges = plan_ranges(path, unit, range_bytes=100)
-        assert len(ranges) >= (3 if unit == "doc" else 10) and ranges[0][0] == 0 and ranges[-1][1] == path.stat().st_size
+        assert len(ranges) >= (3 if unit == "doc" else 10)
+        assert ranges[0][0] == 0 and ranges[-1][1] == path.stat().st_size
         joined = {}
         for start, end, line in ranges:
             joined.update(units(unit=unit, start=start, end=end, first_line=line))
@@ -268,49 +245,41 @@ def test_iter_units_in_slices_and_ranges(tmp_path, monkeypatch):
     assert [p for _, _, p, _ in iter_units(bad, unit="line", errors="replace")][-1] == "broken \ufffd"
 
 
+BAD_CORPORA = [
+    pytest.param({"notes.md": "x"}, "no .txt or .jsonl files", id="no text files"),
+    pytest.param(None, "not found", id="missing"),
+    pytest.param({"a.txt": "\n   \n\t\n", "b.jsonl": "\n"}, "no text found in 2 file", id="blank"),
+    pytest.param({"a.txt": b"text\n\x00\x01\x02\x03"}, r"a\.txt:2: NUL byte", id="binary"),
+    pytest.param({"a.jsonl": '{"text": "fine"}\n{"text": broken\n'}, r"a\.jsonl:2: not valid JSON", id="broken json"),
+    pytest.param({"a.jsonl": '{"text": "fine"}\n["no", "object"]\n'},
+                 r"a\.jsonl:2: expected a JSON object with a string 'text' field", id="json not an object"),
+]
+
+
+@pytest.mark.parametrize("files, match", BAD_CORPORA)
+def test_bad_corpus(tokenizer, tmp_path, files, match):
+    corpus = tmp_path / "corpus"
+    if files is not None:
+        write_files(corpus, files)
+    with pytest.raises(UsageError, match=match):
+        make(tokenizer, corpus, tmp_path / "cache" / corpus.name)
+
+
 def test_bad_input(tokenizer, tmp_path):
     def build(corpus, **kwargs):
         return make(tokenizer, corpus, tmp_path / "cache" / corpus.name, **kwargs)
 
-    (tmp_path / "nothing").mkdir()
-    (tmp_path / "nothing" / "notes.md").write_text("x", encoding="utf-8")
-    with pytest.raises(UsageError, match="no .txt or .jsonl files"):
-        build(tmp_path / "nothing")
-    with pytest.raises(UsageError, match="not found"):
-        build(tmp_path / "missing")
-    (tmp_path / "blank").mkdir()
-    (tmp_path / "blank" / "a.txt").write_text("\n   \n\t\n", encoding="utf-8")
-    (tmp_path / "blank" / "b.jsonl").write_text("\n", encoding="utf-8")
-    with pytest.raises(UsageError, match="no text found in 2 file"):
-        build(tmp_path / "blank")
-    bad = tmp_path / "latin1"
-    bad.mkdir()
-    (bad / "good.txt").write_text("\n\n".join(demo_lines()[:50]), encoding="utf-8")
-    (bad / "z.txt").write_bytes(b"fine\n\nfine again\ncaf\xe9 au lait\n")
+    bad = write_files(tmp_path / "latin1", {"good.txt": "\n\n".join(demo_lines()[:50]),
+                                            "z.txt": b"fine\n\nfine again\ncaf\xe9 au lait\n"})
     with pytest.raises(UsageError, match=r"z\.txt:4: invalid UTF-8 .*--data\.errors replace"):
         build(bad)
     data = build(bad, errors="replace", val_fraction=0.3)
     stream = token_stream(data.cache_root() / "train") + token_stream(data.cache_root() / "val")
     assert "caf\ufffd au lait" in tokenizer.decode(stream)
-    binary = tmp_path / "binary"
-    binary.mkdir()
-    (binary / "a.txt").write_bytes(b"text\n\x00\x01\x02\x03")
-    with pytest.raises(UsageError, match=r"a\.txt:2: NUL byte"):
-        build(binary)
-    jsonl = tmp_path / "jsonl"
-    jsonl.mkdir()
-    (jsonl / "a.jsonl").write_text('{"text": "fine"}\n{"text": broken\n', encoding="utf-8")
-    with pytest.raises(UsageError, match=r"a\.jsonl:2: not valid JSON"):
-        build(jsonl)
-    (jsonl / "a.jsonl").write_text('{"text": "fine"}\n["no", "object"]\n', encoding="utf-8")
-    with pytest.raises(UsageError, match=r"a\.jsonl:2: expected a JSON object with a string 'text' field"):
-        build(jsonl)
     write_corpus(tmp_path / "corpus")
     with pytest.raises(UsageError, match="no document .* fell in the validation split"):
         build(tmp_path / "corpus", val_fraction=1e-9)
-    foreign = tmp_path / "foreign"
-    foreign.mkdir()
-    (foreign / "precious.bin").write_bytes(b"1")
+    foreign = write_files(tmp_path / "foreign", {"precious.bin": b"1"})
     with pytest.raises(UsageError, match="not empty and not a litgpt text cache"):
         make(tokenizer, tmp_path / "corpus", foreign)
     assert [p.name for p in foreign.iterdir()] == ["precious.bin"]

@@ -7,16 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import assert_usage_error, demo_lines, run_cli, write_files
 
 from litgpt.tokenizer import Tokenizer, train_tokenizer, train_tokenizer_command
 from litgpt.utils import UsageError
-
-
-def demo_lines():
-    from litgpt.data.test_data import demo_sentences
-
-    return [line for line in demo_sentences().splitlines() if line.strip()]
 
 
 def varied_texts():
@@ -26,7 +20,8 @@ def varied_texts():
     extra = [
         "", " ", "  ", "\n", "\t", "a", " a", "  leading spaces", "trailing spaces   ", "tabs\tand\nnew\r\nlines",
         "Café naïve façade jalapeño über Straße", "東京は日本の首都です。", "Москва — столица России.",
-        "emoji 😀🎉👍🏽 and 👨‍👩‍👧", "مرحبا بالعالم", "Ελληνικά γράμματα", "ｆｕｌｌｗｉｄｔｈ", "\u200bzero\u200dwidth",
+        "emoji 😀🎉👍🏽 and 👨‍👩‍👧", "مرحبا بالعالم",
+        "Ελληνικά γράμματα", "ｆｕｌｌｗｉｄｔｈ", "\u200bzero\u200dwidth",
         "pneumonoultramicroscopicsilicovolcanoconiosis", "x" * 300, "ab" * 200, "1234567890 3.14159 1e-10 0xDEADBEEF",
         "don't can't won't I'm you're we've they'll he'd", "Hello <mask> world", "Hello<mask>world", "<mask>",
         " <mask> start", "two <mask> <mask> masks", "<s>literal</s> specials <pad> <unk>", "</s></s>",
@@ -75,7 +70,8 @@ def assert_parity(ours, theirs, texts):
     for text in texts:
         assert ours.encode(text) == theirs(text)["input_ids"], text
         for n in (2, 5, 8, 16):
-            assert ours.encode(text, max_length=n) == theirs(text, truncation=True, max_length=n)["input_ids"], (text, n)
+            expected = theirs(text, truncation=True, max_length=n)["input_ids"]
+            assert ours.encode(text, max_length=n) == expected, (text, n)
     batch = theirs(texts)["input_ids"]
     assert ours.encode_batch(texts) == batch
     assert ours.encode_batch(texts, max_length=12) == theirs(texts, truncation=True, max_length=12)["input_ids"]
@@ -152,7 +148,7 @@ def test_encode_contract(trained_dir):
         tok.encode("text", max_length=1)
 
 
-def test_save_roundtrip_and_autotokenizer(trained_dir, tmp_path):
+def test_save_roundtrip_and_autotokenizer(trained_dir, bare_dir, tmp_path):
     tok = Tokenizer(trained_dir)
     out = tmp_path / "saved"
     tok.save(out, model_max_length=128)
@@ -170,22 +166,17 @@ def test_save_roundtrip_and_autotokenizer(trained_dir, tmp_path):
     assert again.encode_batch(texts) == tok.encode_batch(texts)
     assert_parity(again, hf(out), texts[:80])
     # a save from a bare vocab.json + merges.txt dir is a full tokenizer dir too
-    bare = tmp_path / "bare"
-    bare.mkdir()
-    for name in ("vocab.json", "merges.txt"):
-        shutil.copy(trained_dir / name, bare / name)
-    Tokenizer(bare).save(tmp_path / "from_bare")
+    Tokenizer(bare_dir).save(tmp_path / "from_bare")
     assert Tokenizer(tmp_path / "from_bare").encode_batch(texts) == tok.encode_batch(texts)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left behind
 
 
 def test_train_tokenizer_layout_and_files(tmp_path):
-    txt = tmp_path / "data" / "a.txt"
-    txt.parent.mkdir()
-    txt.write_text("\n".join(demo_lines()[:200]) + "\n\n  \n", encoding="utf-8")
-    (tmp_path / "data" / "b.jsonl").write_text(
-        "\n".join(json.dumps({"text": t, "id": i}) for i, t in enumerate(demo_lines()[200:])) + "\n", encoding="utf-8")
-    tok = train_tokenizer([txt, tmp_path / "data" / "b.jsonl", "an extra text"], vocab_size=700, min_frequency=1)
+    data = write_files(tmp_path / "data", {
+        "a.txt": "\n".join(demo_lines()[:200]) + "\n\n  \n",
+        "b.jsonl": "\n".join(json.dumps({"text": t, "id": i}) for i, t in enumerate(demo_lines()[200:])) + "\n",
+    })
+    tok = train_tokenizer([data / "a.txt", data / "b.jsonl", "an extra text"], vocab_size=700, min_frequency=1)
     assert tok.checkpoint_dir is None
     assert (tok.bos_id, tok.pad_id, tok.eos_id, tok.unk_id) == (0, 1, 2, 3)
     assert tok.mask_id == tok.vocab_size - 1 == 699
@@ -199,11 +190,11 @@ def test_train_tokenizer_layout_and_files(tmp_path):
 
 
 def test_train_tokenizer_command(tmp_path, capsys):
-    data = tmp_path / "data"
-    (data / "sub").mkdir(parents=True)
-    (data / "a.txt").write_text("\n".join(demo_lines()[:300]), encoding="utf-8")
-    (data / "sub" / "b.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in demo_lines()[300:]), encoding="utf-8")
-    (data / "ignored.csv").write_text("not,text\n", encoding="utf-8")
+    data = write_files(tmp_path / "data", {
+        "a.txt": "\n".join(demo_lines()[:300]),
+        "sub/b.jsonl": "\n".join(json.dumps({"text": t}) for t in demo_lines()[300:]),
+        "ignored.csv": "not,text\n",
+    })
     out = tmp_path / "tok"
     train_tokenizer_command(data, out, vocab_size=600)
     tok = Tokenizer(out)
@@ -212,87 +203,79 @@ def test_train_tokenizer_command(tmp_path, capsys):
     train_tokenizer_command(data, out, vocab_size=500)  # a tokenizer dir may be overwritten
     assert Tokenizer(out).vocab_size == 500
 
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(UsageError, match="no .txt or .jsonl files"):
-        train_tokenizer_command(tmp_path / "empty", tmp_path / "o1")
-    (tmp_path / "blank").mkdir()
-    (tmp_path / "blank" / "a.txt").write_text("\n  \n\n", encoding="utf-8")
-    with pytest.raises(UsageError, match="no text found"):
-        train_tokenizer_command(tmp_path / "blank", tmp_path / "o2")
-    (tmp_path / "bad").mkdir()
-    (tmp_path / "bad" / "a.txt").write_bytes(b"fine\nalso fine\nbroken \xff\xfe here\n")
-    with pytest.raises(UsageError, match=r"a\.txt:3: invalid UTF-8"):
-        train_tokenizer_command(tmp_path / "bad", tmp_path / "o3")
-    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"title": "no text"}\n', encoding="utf-8")
-    with pytest.raises(UsageError, match=r"bad\.jsonl:2: expected a JSON object with a string 'text' field"):
-        train_tokenizer_command(tmp_path / "bad.jsonl", tmp_path / "o4")
-    busy = tmp_path / "busy"
-    busy.mkdir()
-    (busy / "lit_model.pth").write_bytes(b"weights")
+    busy = write_files(tmp_path / "busy", {"lit_model.pth": b"weights"})
     with pytest.raises(UsageError, match="not empty and not a tokenizer folder"):
         train_tokenizer_command(data, busy)
     assert sorted(p.name for p in busy.iterdir()) == ["lit_model.pth"]
-    for name in ("o1", "o2", "o3", "o4"):
-        assert not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize(
+    "files, source, match",
+    [
+        pytest.param({"data": None}, "data", "no .txt or .jsonl files", id="empty"),
+        pytest.param({"data/a.txt": "\n  \n\n"}, "data", "no text found", id="blank"),
+        pytest.param({"data/a.txt": b"fine\nalso fine\nbroken \xff\xfe here\n"}, "data", r"a\.txt:3: invalid UTF-8",
+                     id="invalid utf-8"),
+        pytest.param({"bad.jsonl": '{"text": "ok"}\n{"title": "no text"}\n'}, "bad.jsonl",
+                     r"bad\.jsonl:2: expected a JSON object with a string 'text' field", id="jsonl without text"),
+    ],
+)
+def test_train_tokenizer_command_bad_data(tmp_path, files, source, match):
+    write_files(tmp_path, files)
+    with pytest.raises(UsageError, match=match):
+        train_tokenizer_command(tmp_path / source, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_train_tokenizer_cli(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "a.txt").write_text("\n".join(demo_lines()), encoding="utf-8")
+    data = write_files(tmp_path / "data", {"a.txt": "\n".join(demo_lines())})
     result = run_cli("train_tokenizer", data, tmp_path / "tok", "--vocab_size", "400")
     assert result.returncode == 0, result.stderr
     assert Tokenizer(tmp_path / "tok").vocab_size == 400
     (data / "b.txt").write_bytes(b"ok\n\xc3\x28 bad\n")
     result = run_cli("train_tokenizer", data, tmp_path / "tok2")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert "b.txt:2: invalid UTF-8" in result.stderr and "Traceback" not in result.stderr
+    assert_usage_error(result.returncode, result.stderr, "b.txt:2: invalid UTF-8")
 
 
-def test_bad_tokenizer_dirs(trained_dir, tmp_path):
-    with pytest.raises(UsageError, match="not found"):
-        Tokenizer(tmp_path / "missing")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(UsageError, match="no tokenizer.json, nor a vocab.json"):
-        Tokenizer(tmp_path / "empty")
-    # GPT-2 style files without <mask>
-    gpt2 = tmp_path / "gpt2"
-    gpt2.mkdir()
-    vocab = json.loads((trained_dir / "vocab.json").read_text(encoding="utf-8"))
+def _vocab_without_mask(trained: Path) -> str:
+    vocab = json.loads((trained / "vocab.json").read_text(encoding="utf-8"))
     del vocab["<mask>"]
-    (gpt2 / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    shutil.copy(trained_dir / "merges.txt", gpt2 / "merges.txt")
-    with pytest.raises(UsageError, match=r"vocab\.json: no '<mask>' token"):
-        Tokenizer(gpt2)
-    # tokenizer.json without <mask>
-    data = json.loads((trained_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    return json.dumps(vocab, ensure_ascii=False)
+
+
+def _tokenizer_json_without_mask(trained: Path) -> str:
+    data = json.loads((trained / "tokenizer.json").read_text(encoding="utf-8"))
     data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] != "<mask>"]
     del data["model"]["vocab"]["<mask>"]
-    nomask = tmp_path / "nomask"
-    nomask.mkdir()
-    (nomask / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    with pytest.raises(UsageError, match=r"tokenizer\.json: no '<mask>' token"):
-        Tokenizer(nomask)
-    corrupt = tmp_path / "corrupt"
-    corrupt.mkdir()
-    (corrupt / "tokenizer.json").write_text('{"model": ', encoding="utf-8")
-    with pytest.raises(UsageError, match=r"corrupt/tokenizer\.json: not a readable tokenizer file"):
-        Tokenizer(corrupt)
-    badvocab = tmp_path / "badvocab"
-    badvocab.mkdir()
-    (badvocab / "vocab.json").write_bytes(b"\xff\xfe not json")
-    (badvocab / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-    with pytest.raises(UsageError, match=r"badvocab/vocab\.json: not a readable JSON file"):
-        Tokenizer(badvocab)
-    badmerges = tmp_path / "badmerges"
-    badmerges.mkdir()
-    shutil.copy(trained_dir / "vocab.json", badmerges / "vocab.json")
-    (badmerges / "merges.txt").write_text("#version: 0.2\nonlyonetoken\n", encoding="utf-8")
-    with pytest.raises(UsageError, match=r"badmerges/merges\.txt: not a readable merges file"):
-        Tokenizer(badmerges)
-    badconfig = tmp_path / "badconfig"
-    shutil.copytree(trained_dir, badconfig)
-    (badconfig / "tokenizer_config.json").write_text("[1, 2", encoding="utf-8")
-    with pytest.raises(UsageError, match=r"tokenizer_config\.json: not a readable JSON file"):
-        Tokenizer(badconfig)
+    return json.dumps(data, ensure_ascii=False)
+
+
+def _trained_files(trained: Path, *names: str) -> dict:
+    """The trained tokenizer's files (all of them when no name is given), to copy."""
+    return {p.name: p.read_bytes() for p in trained.iterdir() if not names or p.name in names}
+
+
+# (folder, its files: a dict or a function of the trained tokenizer's folder, None for no folder, the error)
+BAD_TOKENIZER_DIRS = [
+    ("missing", None, "not found"),
+    ("empty", {}, "no tokenizer.json, nor a vocab.json"),
+    # GPT-2 style files without <mask>
+    ("gpt2", lambda t: {**_trained_files(t, "merges.txt"), "vocab.json": _vocab_without_mask(t)},
+     r"vocab\.json: no '<mask>' token"),
+    ("nomask", lambda t: {"tokenizer.json": _tokenizer_json_without_mask(t)}, r"tokenizer\.json: no '<mask>' token"),
+    ("corrupt", {"tokenizer.json": '{"model": '}, r"corrupt/tokenizer\.json: not a readable tokenizer file"),
+    ("badvocab", {"vocab.json": b"\xff\xfe not json", "merges.txt": "#version: 0.2\n"},
+     r"badvocab/vocab\.json: not a readable JSON file"),
+    ("badmerges", lambda t: {**_trained_files(t, "vocab.json"), "merges.txt": "#version: 0.2\nonlyonetoken\n"},
+     r"badmerges/merges\.txt: not a readable merges file"),
+    ("badconfig", lambda t: {**_trained_files(t), "tokenizer_config.json": "[1, 2"},
+     r"tokenizer_config\.json: not a readable JSON file"),
+]
+
+
+@pytest.mark.parametrize("name, files, match", BAD_TOKENIZER_DIRS, ids=[row[0] for row in BAD_TOKENIZER_DIRS])
+def test_bad_tokenizer_dirs(trained_dir, tmp_path, name, files, match):
+    if files is not None:
+        write_files(tmp_path / name, files(trained_dir) if callable(files) else files)
+    with pytest.raises(UsageError, match=match):
+        Tokenizer(tmp_path / name)

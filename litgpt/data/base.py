@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Unio
 
 import torch
 
-from litgpt.data.mlm import check_mask_probs, derive_seed
+from litgpt.data.mlm import derive_seed
 from litgpt.utils import UsageError
 
 # classification batches: groups of this many batches are sorted by length together, so padding stays small
@@ -53,12 +53,12 @@ class DataModule:
                 rank: int = 0, world_size: int = 1) -> None:
         """Hands over what the data module needs from the training run.
 
-        `seed=None` keeps the module's own `seed` field. `rank`/`world_size` select this process's shard.
+        `seed=None` keeps the module's own `seed` field. `rank`/`world_size` select this process's shard. The mask
+        probabilities are checked where they are used, by the masker (and up front by `TrainArgs.validate`).
         """
         if objective not in ("mlm", "clm"):
             raise UsageError(f"--train.objective {objective!r}: expected 'mlm' or 'clm'")
         check_batching(batch_size, max_seq_length, rank, world_size)
-        check_mask_probs(mask_prob, mask_replace_prob, random_replace_prob)
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_seq_length = max_seq_length or getattr(tokenizer, "model_max_length", None) or 512

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from litgpt.args import FinetuneArgs, check_finetune_args
-from litgpt.checkpoint import check_state_dict, check_tokenizer, find_checkpoint
+from litgpt.checkpoint import check_state_dict, find_checkpoint
 from litgpt.config import Config, name_to_config
 from litgpt.data.classification import ClassificationDataModule
 from litgpt.export import STATE_FILE, check_output_dir, prepare_output_dir, save_finetuned
@@ -50,7 +50,6 @@ def setup(args: FinetuneArgs) -> None:
         weights, tokenizer, source = None, Tokenizer(args.output_dir), resume_state["weights_source"]
     else:
         config, weights, tokenizer, source = resolve_weights(args.model_name, args.from_scratch, data, args.num_labels)
-    check_tokenizer(tokenizer, config, source)
     if weights is not None:
         with torch.device("meta"):
             load_weights(RobertaForSequenceClassification(config, args.num_labels), weights, source, check_only=True)
@@ -219,9 +218,6 @@ def resolve_weights(model_name: str, from_scratch: bool, data: ClassificationDat
                              "--from_scratch to train it from random init, or pass a checkpoint dir")
         raise UsageError(f"--model_name {model_name}: not a folder, a registry name ({known}) or a HuggingFace "
                          "repo id")
-    if loaded.tokenizer_dir is None:
-        raise UsageError(f"{loaded.source}: no tokenizer files (tokenizer.json or vocab.json + merges.txt) beside the "
-                         "weights")
     state = {k if k.startswith(("roberta.", "lm_head.", "classifier.")) else f"roberta.{k}": v
              for k, v in loaded.state_dict.items()}
     head = state.get("classifier.out_proj.weight")
@@ -230,7 +226,7 @@ def resolve_weights(model_name: str, from_scratch: bool, data: ClassificationDat
     else:
         state = {k: v for k, v in state.items() if k.startswith("roberta.")}
         what = f"encoder, new classification head ({num_labels} labels)"
-    return loaded.config, state, Tokenizer(loaded.tokenizer_dir), f"{loaded.source}: {what}"
+    return loaded.config, state, loaded.load_tokenizer(), f"{loaded.source}: {what}"
 
 
 def load_weights(model: RobertaForSequenceClassification, state: Dict[str, torch.Tensor], source: str,
