@@ -3,6 +3,7 @@
 Functions are imported only when their subcommand runs, so `litgpt fill_mask` does not pay for pretraining imports.
 """
 
+import argparse
 import dataclasses
 import importlib
 import os
@@ -10,15 +11,18 @@ import sys
 import typing
 from typing import Any, Callable, Dict, List, Optional
 
+# name -> (function, what it does in one line for `litgpt --help`)
 COMMANDS = {
-    "pretrain": "litgpt.pretrain:setup",
-    "finetune": "litgpt.finetune.classification:setup",
-    "fill_mask": "litgpt.fill_mask:main",
-    "classify": "litgpt.classify:main",
-    "train_tokenizer": "litgpt.tokenizer:train_tokenizer_command",
-    "download": "litgpt.scripts.download:download_from_hub",
-    "convert_to_litgpt": "litgpt.scripts.convert_hf_checkpoint:convert_hf_checkpoint",
-    "convert_from_litgpt": "litgpt.scripts.convert_lit_checkpoint:convert_lit_checkpoint",
+    "pretrain": ("litgpt.pretrain:setup", "pretrain RoBERTa with masked (or causal) language modelling"),
+    "finetune": ("litgpt.finetune.classification:setup", "finetune a checkpoint for text classification"),
+    "fill_mask": ("litgpt.fill_mask:main", "predict the tokens behind <mask> in a text"),
+    "classify": ("litgpt.classify:main", "label texts with a finetuned classifier"),
+    "train_tokenizer": ("litgpt.tokenizer:train_tokenizer_command", "train a byte-level BPE tokenizer on text files"),
+    "download": ("litgpt.scripts.download:download_from_hub", "fetch a checkpoint from the HuggingFace Hub"),
+    "convert_to_litgpt": ("litgpt.scripts.convert_hf_checkpoint:convert_hf_checkpoint",
+                          "convert a HuggingFace RoBERTa folder into a litgpt checkpoint"),
+    "convert_from_litgpt": ("litgpt.scripts.convert_lit_checkpoint:convert_lit_checkpoint",
+                            "convert a litgpt checkpoint into a HuggingFace RoBERTa folder"),
 }
 
 
@@ -38,24 +42,37 @@ def flag_types(fn: Callable) -> Dict[str, Any]:
 
 
 def normalize_argv(fn: Callable, args: List[str]) -> List[str]:
-    """Makes two common shell habits work with jsonargparse:
+    """Makes three common shell habits work with jsonargparse:
 
     - a bare boolean flag (`--json`, `--use_agnews`) means `--json true`;
     - a list-of-strings flag may be repeated (`--text a --text b`); its values are passed as one JSON list, so each
-      text stays a string even when it looks like YAML (`--text "Note: <mask>"`).
+      text stays a string even when it looks like YAML (`--text "Note: <mask>"`);
+    - a mapping flag takes its keys one by one (`--model_config.n_layer 2 --model_config.n_embd 128`); they are
+      passed as one mapping, the values read as YAML (numbers, booleans, null).
     """
     import json
+
+    import yaml
 
     hints = flag_types(fn)
     bools = {f"--{n}" for n, t in hints.items() if t is bool or t == Optional[bool]}
     lists = {f"--{n}" for n, t in hints.items() if t in (List[str], Optional[List[str]])}
+    mappings = {f"--{n}" for n, t in hints.items() if t in (Dict[str, Any], Optional[Dict[str, Any]])}
     out: List[str] = []
     collected: dict = {}
     i = 0
     while i < len(args):
         arg = args[i]
         flag, eq, value = arg.partition("=")
-        if flag in lists:
+        parent, dot, key = flag.partition(".")
+        if parent in mappings and dot and key:
+            if not eq and i + 1 < len(args):
+                value, i = args[i + 1], i + 1
+            if parent not in collected:
+                collected[parent] = {}
+                out.extend([parent, None])
+            collected[parent][key] = yaml.safe_load(value) if value else value
+        elif flag in lists:
             if not eq:
                 if i + 1 >= len(args):
                     out.append(arg)  # let jsonargparse report the missing value
@@ -77,6 +94,35 @@ def normalize_argv(fn: Callable, args: List[str]) -> List[str]:
     return out
 
 
+def known_flags(fn: Callable) -> List[str]:
+    """Every `--flag` of a command, nested dataclass fields included (`--train.micro_batch_size`)."""
+    flags = []
+    for name, hint in flag_types(fn).items():
+        if name == "return":
+            continue
+        flags.append(f"--{name}")
+        types = [hint, *typing.get_args(hint)]
+        for t in types:
+            if dataclasses.is_dataclass(t):
+                flags += [f"--{name}.{f.name}" for f in dataclasses.fields(t)]
+    return flags
+
+
+def parse_error_line(fn: Callable, message: str) -> str:
+    """jsonargparse's complaint as one line; an unknown flag gets the closest known one."""
+    import difflib
+    import re
+
+    message = " ".join(message.split())
+    unknown = re.search(r"unrecognized arguments: (--[\w.\-]+)", message)
+    if unknown:
+        flag = unknown.group(1)
+        close = difflib.get_close_matches(flag, known_flags(fn), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else "; see --help for the flags"
+        return f"unknown flag {flag}{hint}"
+    return f"{message[:300]} (see --help)"
+
+
 def run_command(fn: Callable, args: Optional[List[str]], prog: str) -> None:
     """Runs `fn` through jsonargparse; a `UsageError` or a bad flag ends with one line on stderr and exit code 2."""
     from jsonargparse import CLI
@@ -87,9 +133,12 @@ def run_command(fn: Callable, args: Optional[List[str]], prog: str) -> None:
     settings = settings_class(fn)
     try:
         if settings is None:
-            CLI(fn, args=args, as_positional=True, prog=prog)
+            CLI(fn, args=args, as_positional=True, prog=prog, exit_on_error=False)
         else:
-            fn(CLI(settings, args=args, as_positional=True, prog=prog))
+            fn(CLI(settings, args=args, as_positional=True, prog=prog, exit_on_error=False))
+    except argparse.ArgumentError as ex:
+        print(f"error: {parse_error_line(fn, str(ex))}", file=sys.stderr)
+        sys.exit(2)
     except UsageError as ex:
         print(f"error: {ex}", file=sys.stderr)
         sys.exit(2)
@@ -104,7 +153,9 @@ def run_command(fn: Callable, args: Optional[List[str]], prog: str) -> None:
 def main(argv: Optional[List[str]] = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: litgpt SUBCOMMAND [--help] ...\n\nsubcommands:\n  " + "\n  ".join(COMMANDS))
+        width = max(map(len, COMMANDS))
+        lines = [f"  {name:<{width}}  {what}" for name, (_, what) in COMMANDS.items()]
+        print("usage: litgpt SUBCOMMAND [--help] ...\n\nsubcommands:\n" + "\n".join(lines))
         sys.exit(0 if argv else 2)
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
@@ -117,7 +168,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         print("\n".join(sorted(name_to_config)))
         return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    run_command(_load(COMMANDS[command]), rest, prog=f"litgpt {command}")
+    run_command(_load(COMMANDS[command][0]), rest, prog=f"litgpt {command}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 ```python
 from litgpt.api import MaskedLM, Classifier
 
-mlm = MaskedLM.load("out/pretrain/final")
+mlm = MaskedLM.load("out/pretrain-demo/final")
 mlm.fill_mask("The capital of France is <mask>.", top_k=5)
 mlm.embed(["a sentence", "another one"])
 clf = Classifier.load("out/roberta_finetuned")

@@ -126,8 +126,9 @@ class FinetuneArgs:
         learning_rate: Peak learning rate (AdamW).
         num_epochs: Training epochs.
         max_length: Longest input in tokens; longer texts are truncated (keeping </s>). At most 512.
-        use_agnews: The data is AG News: JSONL with labels 0-3, or the original headerless train.csv/test.csv
-            (class index 1-4, title, description). Labels are named World, Sports, Business, Sci/Tech.
+        use_agnews: The data is AG News (4 classes): the original headerless train.csv/test.csv (class index 1-4,
+            title, description) or JSON/JSONL with labels 0-3, in data_dir; without those files it is fetched once
+            from the HuggingFace Hub (fancyzhx/ag_news) into huggingface_hub's cache.
         seed: Random seed for the new head, shuffling and dropout.
         precision: 32-true, bf16-mixed, 16-mixed or bf16-true; defaults to bf16-mixed on GPUs that support it,
             else 32-true.
@@ -143,7 +144,8 @@ class FinetuneArgs:
             flags, the result equals an uninterrupted run. A larger --num_epochs trains further.
         max_grad_norm: Gradient clipping by global norm; 0 or null disables it.
         label_names: Class names in id order, e.g. `--label_names '[negative, positive]'`; they map string labels
-            in the data to ids and name the classes in config.json and metrics.json.
+            in the data to ids and name the classes in config.json and metrics.json. Defaults to the names in
+            `data_dir/labels.txt` (one per line, in id order) when there is one.
     """
 
     data_dir: Optional[Path] = None

@@ -54,12 +54,12 @@ class LoadedCheckpoint:
 
 def load_checkpoint(source: Union[str, Path], checkpoints_dir: Path = Path("checkpoints")) -> LoadedCheckpoint:
     path = Path(source)
-    if not path.exists() and isinstance(source, str) and not source.startswith((".", "/")):
-        hub = local_hub_dir(source, checkpoints_dir)
+    if not path.exists() and not is_path_like(source):
+        hub = local_hub_dir(str(source), checkpoints_dir)
         if hub is None:
             raise UsageError(
                 f"{source}: no such checkpoint dir, and no downloaded weights under {checkpoints_dir}/"
-                f" (run `litgpt download {hub_repo_id(source) or source}`)"
+                f" (run `litgpt download {hub_repo_id(str(source)) or source}`)"
             )
         path = hub
     if not path.exists():
@@ -85,6 +85,15 @@ def load_checkpoint(source: Union[str, Path], checkpoints_dir: Path = Path("chec
         f"{path}: not a checkpoint; expected lit_model.pth + model_config.yaml, a pretraining out_dir"
         " (best.pt, final/ or iter-*.pt) or a HuggingFace dir (config.json + weights)"
     )
+
+
+def is_path_like(source: Union[str, Path]) -> bool:
+    """A local path rather than a registry name or Hub id: a Path, or a string that starts like a path or whose
+    parent folder exists here (`out/pretrain-dem` when `out/` exists is a typo, not a Hub repo)."""
+    if isinstance(source, Path) or source.startswith((".", "/", "~")):
+        return True
+    parent = Path(source).parent
+    return parent != Path(".") and parent.is_dir()
 
 
 def build_model(config: Config, state_dict: Dict[str, torch.Tensor], source: str) -> torch.nn.Module:
@@ -135,6 +144,8 @@ def find_checkpoint(name: str, flag: str, hint: str = "",
     path = Path(name).expanduser()
     if path.exists():
         return load_checkpoint(path)
+    if is_path_like(name):
+        raise UsageError(f"{flag} {name}: no such file or folder")
     local = local_hub_dir(name, checkpoints_dir)
     if local is not None:
         return load_checkpoint(local)

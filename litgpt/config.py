@@ -1,7 +1,7 @@
 """Model configuration: one dataclass plus a registry of named RoBERTa configs."""
 
 from copy import deepcopy
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
@@ -109,15 +109,30 @@ class Config:
         return 6 * block_params + 6 * L * 2 * C * T
 
     @classmethod
-    def resolve(cls, name: str, overrides: Optional["Config"] = None) -> "Config":
-        """`--model_name` and `--model_config`: the registry entry, or the given config (named `name` if unnamed)."""
+    def resolve(cls, name: str, overrides: Optional[Dict[str, Any]] = None) -> "Config":
+        """`--model_name` with `--model_config.FIELD VALUE` overrides: the registry entry, field by field."""
+        import difflib
+
         from litgpt.utils import UsageError
 
-        if overrides is not None:
-            return overrides if overrides.name else replace(overrides, name=name)
         if name not in name_to_config:
             raise UsageError(f"--model_name {name!r}: unknown; known names: {', '.join(sorted(name_to_config))}")
-        return cls.from_name(name)
+        overrides = dict(overrides or {})
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], known, n=1)
+            hint = f"did you mean --model_config.{close[0]}?" if close else f"known: {', '.join(sorted(known))}"
+            raise UsageError(f"--model_config.{unknown[0]}: not a config field; {hint}")
+        for key, value in overrides.items():
+            default = getattr(cls, key, None)
+            if isinstance(default, (int, float)) and not isinstance(default, bool):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise UsageError(f"--model_config.{key} {value!r}: expected a number")
+        try:
+            return cls.from_name(name, **overrides)
+        except ValueError as ex:
+            raise UsageError(f"--model_config: {ex}") from None
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)

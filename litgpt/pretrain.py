@@ -8,7 +8,6 @@ Everything the loop carries lives in one `state` dict: the model, the optimizer,
 import math
 import time
 from dataclasses import replace
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional, Union
 
@@ -20,6 +19,7 @@ from litgpt.checkpoint import adopt_tokenizer_ids, load_checkpoint, prepare_toke
 from litgpt.config import Config
 from litgpt.data.base import DataModule
 from litgpt.model_roberta import RobertaForMaskedLM
+from litgpt.progress import log_progress, new_window, report_projection, slow_start_hint
 from litgpt.run import capture_hparams, check_devices, check_precision, default_precision, make_logger, unwrap
 from litgpt.train_state import (
     StopRequested,
@@ -46,7 +46,7 @@ def setup(
     data_dir: Optional[Path] = None,
     data: Optional[DataModule] = None,
     out_dir: Path = Path("out/pretrain"),
-    model_config: Optional[Config] = None,
+    model_config: Optional[Dict[str, Any]] = None,
     tokenizer_dir: Optional[Path] = None,
     tokenizer_vocab_size: Optional[int] = None,
     initial_checkpoint_dir: Optional[Path] = None,
@@ -71,7 +71,8 @@ def setup(
             Ignored when `--data` is given.
         data: A data module for real corpora, e.g. `--data TextFiles --data.train_data_path corpus/`.
         out_dir: Where `iter-{step}.pt`, `best.pt`, `final/` and `logs/` go.
-        model_config: Override the registry config field by field, e.g. `--model_config.n_layer 2`.
+        model_config: Override fields of the --model_name entry, one by one: `--model_config.n_layer 2
+            --model_config.vocab_size 8192` (the other fields keep the entry's values).
         tokenizer_dir: Folder with `tokenizer.json` (or `vocab.json` + `merges.txt`). Defaults to the tokenizer of
             the run being resumed or the initial checkpoint; failing that one is trained on the training text.
         tokenizer_vocab_size: Vocabulary size when a tokenizer is trained (defaults to the model's vocab size).
@@ -165,8 +166,10 @@ def main(fabric, config: Config, data: DataModule, out_dir: Path, tokenizer_dir:
         missing, _ = model.load_state_dict(encoder, strict=False)
         if any(not k.startswith("lm_head.") for k in missing):
             raise UsageError(f"{initial_checkpoint_dir}: checkpoint lacks encoder weights {missing[:3]}")
-    fabric.print(f"Model {config.name}: {num_parameters(model):,} parameters, objective {train.objective}, "
-                 f"precision {fabric._connector._precision_input}")
+    params = num_parameters(model)
+    fabric.print(f"Model {config.name} ({config.n_layer} layers, {config.n_embd} wide): {params:,} parameters, "
+                 f"objective {train.objective}, precision {fabric._connector._precision_input}")
+    slow_start_hint(fabric, config, params)
     model = fabric.setup_module(model)
     # the loop calls `mlm_loss`, not `forward`: route it through DDP/FSDP's forward as forward would be
     model.mark_forward_method("mlm_loss")
@@ -206,6 +209,7 @@ def fit(fabric, state: Dict[str, Any], train_loader, val_loader, train: TrainArg
         validate(fabric, model, val_loader, eval, step=0)
 
     window = new_window(fabric, state)
+    val = None
     train_iter = iter(train_loader)
     while not done(state, train):
         t0 = time.perf_counter()
@@ -258,10 +262,11 @@ def fit(fabric, state: Dict[str, Any], train_loader, val_loader, train: TrainArg
         is_last = done(state, train)
         if state["step"] % train.log_interval == 0 or is_last:
             log_progress(fabric, state, window, train)
+        report_projection(fabric, state, window, train)
         if state["step"] % eval.interval == 0 or (is_last and eval.final_validation):
-            val_loss = validate(fabric, model, val_loader, eval, step=state["step"])
-            if val_loss < state["best_val_loss"]:
-                state["best_val_loss"] = val_loss
+            val = validate(fabric, model, val_loader, eval, step=state["step"])
+            if val["loss"] < state["best_val_loss"]:
+                state["best_val_loss"] = val["loss"]
                 save_state(fabric, out_dir / "best.pt", state)
         if (train.save_interval and state["step"] % train.save_interval == 0) or is_last or stop.requested:
             save_state(fabric, out_dir / f"iter-{state['step']}.pt", state)
@@ -274,7 +279,7 @@ def fit(fabric, state: Dict[str, Any], train_loader, val_loader, train: TrainArg
     else:
         save_final(fabric, out_dir / "final", state)
         fabric.print(f"Done: {state['step']} steps, {state['tokens']:,} tokens. Final checkpoint in "
-                     f"{out_dir / 'final'}")
+                     f"{out_dir / 'final'}" + (f"; validation MLM accuracy {val['accuracy']:.3f}" if val else ""))
     for logger in fabric.loggers:
         logger.finalize("success")
 
@@ -316,7 +321,7 @@ def done(state: Dict[str, Any], train: TrainArgs) -> bool:
 
 
 @torch.no_grad()
-def validate(fabric, model, val_loader, eval: EvalArgs, step: int) -> float:
+def validate(fabric, model, val_loader, eval: EvalArgs, step: int) -> Dict[str, float]:
     """MLM loss, perplexity and accuracy over at most `eval.max_iters` batches; logged and printed."""
     model.eval()
     totals = torch.zeros(3, device=fabric.device, dtype=torch.float64)  # loss sum, correct, count
@@ -332,57 +337,7 @@ def validate(fabric, model, val_loader, eval: EvalArgs, step: int) -> float:
     ppl = math.exp(min(loss, 50))
     fabric.log_dict({"val_loss": loss, "val_accuracy": accuracy, "val_ppl": ppl}, step=step)
     fabric.print(f"step {step} | val loss {loss:.4f} | val ppl {ppl:.2f} | val acc {accuracy:.3f}")
-    return loss
-
-
-# ---- progress ---------------------------------------------------------------------------------------------------
-def new_window(fabric, state: Dict[str, Any]) -> Dict[str, Any]:
-    """Sums over the steps since the last log line, plus where this run started (for the ETA)."""
-    from lightning.fabric.utilities.throughput import get_available_flops
-
-    precision = str(fabric._connector._precision_input)
-    dtype = torch.bfloat16 if "bf16" in precision else torch.float16 if "16" in precision else torch.float32
-    peak = get_available_flops(fabric.device, dtype) if fabric.device.type == "cuda" else None
-    zero = lambda: torch.zeros((), device=fabric.device)  # noqa: E731
-    return {"loss": zero(), "correct": zero(), "count": zero(), "tokens": 0, "time": 0.0, "data_time": 0.0,
-            "compute_time": 0.0, "steps": 0, "t_start": time.perf_counter(), "tokens_at_start": state["tokens"],
-            "steps_at_start": state["step"], "flops_per_token": state["config"].flops_per_token(),
-            "peak_flops": peak}
-
-
-def log_progress(fabric, state: Dict[str, Any], window: Dict[str, Any], train: TrainArgs) -> None:
-    steps = window["steps"]
-    stats = torch.stack([window["loss"] / steps, window["correct"], window["count"]]).double()
-    if fabric.world_size > 1:  # report the global batch, not rank 0's share of it
-        stats = fabric.all_reduce(stats, reduce_op="sum") / torch.tensor([fabric.world_size, 1, 1], device=stats.device)
-    loss, correct, count = stats.tolist()  # one sync per log interval, not per step
-    accuracy = correct / max(count, 1)
-    tokens_per_sec = window["tokens"] / max(window["time"], 1e-9)
-    lr = state["optimizer"].param_groups[0]["lr"]
-    metrics = {"train_loss": loss, "train_ppl": math.exp(min(loss, 50)), "mlm_accuracy": accuracy, "lr": lr,
-               "tokens_per_sec": tokens_per_sec, "tokens": state["tokens"], "epoch": state["epoch"],
-               "data_time_fraction": window["data_time"] / max(window["time"], 1e-9)}
-    if fabric.device.type == "cpu":  # host timers only measure compute when it runs synchronously
-        # time in forward/backward/optimizer over the whole step (data loading, masking, bookkeeping)
-        metrics["compute_fraction"] = window["compute_time"] / max(window["time"], 1e-9)
-    if window["peak_flops"]:
-        metrics["mfu"] = tokens_per_sec * window["flops_per_token"] / (window["peak_flops"] * fabric.world_size)
-    fabric.log_dict(metrics, step=state["step"])
-    # the rate since this run started (a resumed run counts from where it resumed)
-    elapsed = time.perf_counter() - window["t_start"]
-    remaining = []
-    if train.max_tokens:
-        done_tokens = max(state["tokens"] - window["tokens_at_start"], 1)
-        remaining.append(elapsed / done_tokens * max(train.max_tokens - state["tokens"], 0))
-    if train.max_steps:
-        done_steps = max(state["step"] - window["steps_at_start"], 1)
-        remaining.append(elapsed / done_steps * max(train.max_steps - state["step"], 0))
-    eta = str(timedelta(seconds=int(min(remaining)))) if remaining else "?"
-    fabric.print(f"step {state['step']} | loss {loss:.4f} | acc {accuracy:.3f} | lr {lr:.2e} | "
-                 f"{tokens_per_sec:,.0f} tok/s | tokens {state['tokens']:,} | ETA {eta}")
-    for key in ("loss", "correct", "count"):
-        window[key].zero_()
-    window.update(tokens=0, time=0.0, data_time=0.0, compute_time=0.0, steps=0)
+    return {"loss": loss, "accuracy": accuracy, "ppl": ppl}
 
 
 # ---- configs --------------------------------------------------------------------------------------------------

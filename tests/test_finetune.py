@@ -26,11 +26,11 @@ from conftest import (
 
 from litgpt import Config
 from litgpt.args import FinetuneArgs
+from litgpt.data.base import EpochBatches
 from litgpt.data.classification import (
     AGNEWS_LABELS,
     ClassificationCollator,
     ClassificationDataModule,
-    length_grouped_batches,
 )
 from litgpt.model_roberta import RobertaForSequenceClassification
 from litgpt.utils import UsageError
@@ -82,11 +82,11 @@ def test_toy_run_from_litgpt_checkpoint(toy_run, tiny_checkpoint):
     assert f"Weights: litgpt checkpoint {tiny_checkpoint}" in proc.stdout
     assert 0 <= metrics["accuracy"] <= 1 and metrics["loss"] > 0
     assert sum(map(sum, metrics["confusion_matrix"])) == 80
-    assert set(metrics["per_class"]) == {"LABEL_0", "LABEL_1"}
+    assert set(metrics["per_class"]) == {"negative", "positive"}  # from data/test_data_finetune/labels.txt
     assert "confusion matrix" in proc.stdout and "precision" in proc.stdout
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["RobertaForSequenceClassification"] and config["num_labels"] == 2
-    assert config["id2label"] == {"0": "LABEL_0", "1": "LABEL_1"}
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
     head = torch.load(out / "classifier.pt", weights_only=True)
     assert set(head) == {"classifier.dense.weight", "classifier.dense.bias", "classifier.out_proj.weight",
                          "classifier.out_proj.bias"}
@@ -195,6 +195,59 @@ def test_agnews_end_to_end(layout, tmp_path, capsys):
     config = json.loads((out / "config.json").read_text())
     assert config["label2id"] == {n: i for i, n in enumerate(AGNEWS_LABELS)}
     assert "macro" in capsys.readouterr().out
+
+
+def hub_like_agnews_cache(root: Path) -> Path:
+    """A huggingface_hub cache holding the AG News dataset repo as the Hub lays it out (parquet under data/)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    repo = root / "datasets--fancyzhx--ag_news"
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    data = repo / "snapshots" / commit / "data"
+    data.mkdir(parents=True)
+    for split, rows in (("train", AG_ROWS), ("test", AG_ROWS[:4])):
+        table = pa.table({"text": [f"{t} {d}" for _, t, d in rows], "label": [c - 1 for c, _, _ in rows]})
+        pq.write_table(table, data / f"{split}-00000-of-00001.parquet")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return root
+
+
+def test_agnews_arrives_by_itself_from_the_hub_cache(tmp_path, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_like_agnews_cache(tmp_path / "hub")))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    data = ClassificationDataModule(tmp_path / "no_files_here", 4, use_agnews=True)
+    assert data.train.texts == [f"{t} {d}" for _, t, d in AG_ROWS]
+    assert data.train.labels == [c - 1 for c, _, _ in AG_ROWS] and data.test.labels == [2, 3, 1, 0]
+    assert data.id2label == dict(enumerate(AGNEWS_LABELS))
+    # end to end through the command line, in a subprocess that finds the same cache
+    out = tmp_path / "out"
+    proc = run_script(*finetune_args(tmp_path / "empty", out, "--num_labels", "4", "--batch_size", "4",
+                                     "--use_agnews"),
+                      env={"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "metrics.json").read_text())["num_examples"] == 4
+
+
+def test_agnews_offline_without_files_says_how_to_place_them(tmp_path, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    work = tmp_path / "work"
+    work.mkdir()
+    line = expect_usage_error(capsys, finetune_args(work / "ag", work / "out", "--num_labels", "4", "--use_agnews"),
+                              "--use_agnews", "train.csv and test.csv", main=script_main(), untouched=work)
+    assert "class index 1-4" in line
+
+
+def test_agnews_flag_refuses_data_that_is_not_agnews(tmp_path, capsys):
+    expect_usage_error(capsys, finetune_args(TOY, tmp_path / "out", "--num_labels", "4", "--use_agnews"),
+                       "--use_agnews", "labels [0, 1]", "not the four AG News classes", main=script_main(),
+                       untouched=tmp_path)
 
 
 # ---- exact resume --------------------------------------------------------------------------------------------
@@ -379,7 +432,7 @@ def test_label_names_and_formats(tmp_path):
 
 def test_batches_group_by_length_and_cover_everything():
     lengths = [(i * 37) % 50 + 3 for i in range(203)]
-    sampler = length_grouped_batches(lengths, batch_size=8, shuffle=True, seed=1)
+    sampler = EpochBatches(len(lengths), batch_size=8, shuffle=True, seed=1, lengths=lengths)
     first = sampler.batches()
     assert sorted(i for b in first for i in b) == list(range(203))
     assert sampler.batches() == first  # a function of (seed, epoch) only
@@ -387,11 +440,11 @@ def test_batches_group_by_length_and_cover_everything():
     assert sampler.batches() != first
     padded = sum(len(b) * max(lengths[i] for i in b) for b in first)
     assert padded < 1.2 * sum(lengths)
-    evaluation = length_grouped_batches(lengths, batch_size=8, shuffle=False).batches()
+    evaluation = EpochBatches(len(lengths), batch_size=8, shuffle=False, lengths=lengths).batches()
     flat = [i for b in evaluation for i in b]
     assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
     # two ranks: disjoint shards with the same number of batches
-    shards = [length_grouped_batches(lengths, 8, True, 1, rank=r, world_size=2).batches() for r in (0, 1)]
+    shards = [EpochBatches(len(lengths), 8, True, 1, rank=r, world_size=2, lengths=lengths).batches() for r in (0, 1)]
     assert len(shards[0]) == len(shards[1])
     assert not {i for b in shards[0] for i in b} & {i for b in shards[1] for i in b}
 

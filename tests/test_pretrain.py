@@ -207,7 +207,7 @@ def test_eta_uses_the_rate_since_the_run_started():
     from types import SimpleNamespace
 
     from litgpt.args import TrainArgs
-    from litgpt.pretrain import log_progress
+    from litgpt.progress import log_progress
 
     printed = []
     fabric = SimpleNamespace(world_size=1, device=torch.device("cpu"), log_dict=lambda *a, **k: None,

@@ -11,7 +11,8 @@ Files in a data folder, per split (the first one found wins):
   without a header: class index 1-4, title, description -> text = "title description", label = index - 1.
 
 Labels are ids (`0`, `"1"`) or names. Names become ids through a given list of names (id order), else the
-sorted unique names of the train split. Every problem is a `UsageError` naming the file and the row.
+sorted unique names of the train split. An optional `labels.txt` beside the splits (one class name per line, in id
+order) names the classes, as `--label_names` does. Every problem is a `UsageError` naming the file and the row.
 
 How the finetuning loop uses it (the pretraining modules' contract, see `litgpt.data.base`)::
 
@@ -35,15 +36,15 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import torch
 from torch.utils.data import DataLoader
 
+from litgpt.data.agnews import AGNEWS_LABELS, check_agnews_labels, fetch_agnews, read_parquet_split
 from litgpt.data.base import DataModule, EpochBatches, check_batching
 from litgpt.data.mlm import pad_right
-from litgpt.data.readers import read_text
+from litgpt.data.readers import read_label_names, read_text
 from litgpt.utils import UsageError
 
 SUFFIXES = (".json", ".jsonl", ".csv", ".tsv")
 TEXT_KEYS = ("text", "sentence")
 LABEL_KEYS = ("label",)
-AGNEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
 
 Label = Union[int, str]
 
@@ -86,15 +87,23 @@ class ClassificationDataModule(DataModule):
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
-        label_names = self.label_names
+        label_names, names_from = self.label_names, "--label_names"
         if self.use_agnews:
             if self.num_labels != len(AGNEWS_LABELS):
                 raise UsageError(f"--use_agnews: AG News has {len(AGNEWS_LABELS)} classes, got --num_labels "
                                  f"{self.num_labels}; pass --num_labels {len(AGNEWS_LABELS)}")
             label_names = label_names or AGNEWS_LABELS
-        self.train = read_split(find_split_file(self.data_dir, "train"), agnews=self.use_agnews)
-        self.test = read_split(find_split_file(self.data_dir, "test"), agnews=self.use_agnews)
-        self.id2label = assign_labels(self.train, self.test, self.num_labels, label_names)
+        elif label_names is None and (self.data_dir / "labels.txt").is_file():
+            names_from = str(self.data_dir / "labels.txt")
+            label_names = read_label_names(self.data_dir / "labels.txt")
+        if self.use_agnews and not any((self.data_dir / f"train{suffix}").is_file() for suffix in SUFFIXES):
+            self.train, self.test = (parquet_split(path) for path in fetch_agnews().values())
+        else:
+            self.train = read_split(find_split_file(self.data_dir, "train"), agnews=self.use_agnews)
+            self.test = read_split(find_split_file(self.data_dir, "test"), agnews=self.use_agnews)
+        self.id2label = assign_labels(self.train, self.test, self.num_labels, label_names, names_from=names_from)
+        if self.use_agnews:
+            check_agnews_labels(self.train.labels, str(self.train.path))
         self._train_set: Optional[TokenizedSplit] = None
         self._test_set: Optional[TokenizedSplit] = None
         self._train_loader: Optional[DataLoader] = None
@@ -151,6 +160,11 @@ class ClassificationDataModule(DataModule):
 
 
 # ---- finding and reading files --------------------------------------------------------------------------------
+def parquet_split(path: Path) -> Split:
+    texts, labels = read_parquet_split(path)
+    return Split(path=path, texts=texts, raw_labels=labels, rows=[f"row {i}" for i in range(1, len(texts) + 1)])
+
+
 def find_split_file(data_dir: Path, split: str) -> Path:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
@@ -295,7 +309,7 @@ def read_split(path: Path, agnews: bool = False) -> Split:
 
 # ---- labels ---------------------------------------------------------------------------------------------------
 def assign_labels(train: Split, test: Split, num_labels: int, label_names: Optional[Sequence[str]] = None,
-                  flag_hint: str = "") -> Dict[int, str]:
+                  flag_hint: str = "", names_from: str = "--label_names") -> Dict[int, str]:
     """Turns raw labels into ids in [0, num_labels) and returns id2label."""
     names = list(label_names) if label_names else None
     if names is None and any(isinstance(raw, str) for raw in train.raw_labels):
@@ -306,9 +320,9 @@ def assign_labels(train: Split, test: Split, num_labels: int, label_names: Optio
         names = sorted(set(train.raw_labels))
     if names is not None:
         if len(set(names)) != len(names):
-            raise UsageError(f"--label_names {names}: names must be unique")
+            raise UsageError(f"{names_from} {names}: names must be unique")
         if len(names) != num_labels:
-            source = "--label_names gives" if label_names else f"{train.path} has"
+            source = f"{names_from} gives" if label_names else f"{train.path} has"
             raise UsageError(f"--num_labels {num_labels}, but {source} {len(names)} label names ({', '.join(names)})"
                              f"; pass --num_labels {len(names)}")
     label2id = {name: i for i, name in enumerate(names or [])}
@@ -370,14 +384,9 @@ class ClassificationCollator:
                 "labels": torch.tensor([label for _, label in items], dtype=torch.long)}
 
 
-def length_grouped_batches(lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 42, rank: int = 0,
-                           world_size: int = 1) -> EpochBatches:
-    """Training: shuffled batches of similar lengths, so padding stays small. Evaluation: longest first."""
-    return EpochBatches(len(lengths), batch_size, shuffle, seed, rank, world_size, lengths=lengths)
-
-
 def make_dataloader(dataset: TokenizedSplit, batch_size: int, pad_id: int, shuffle: bool, seed: int = 42,
                     rank: int = 0, world_size: int = 1, num_workers: int = 0) -> DataLoader:
-    batches = length_grouped_batches(dataset.lengths, batch_size, shuffle, seed, rank, world_size)
+    """Training: shuffled batches of similar lengths, so padding stays small. Evaluation: longest first."""
+    batches = EpochBatches(len(dataset), batch_size, shuffle, seed, rank, world_size, lengths=dataset.lengths)
     return DataLoader(dataset, batch_sampler=batches, collate_fn=ClassificationCollator(pad_id),
                       num_workers=num_workers)

@@ -293,3 +293,11 @@ def split_for_tokenizer(text: str, max_chars: int) -> Tuple[str, str]:
         if text[i].isspace() and not text[i - 1].isspace() and not text[i + 1].isspace():
             return text[:i], text[i:]
     return text[:max_chars], text[max_chars:]
+
+
+def read_label_names(path: Path) -> List[str]:
+    """`labels.txt`: one class name per line, in id order."""
+    names = [line.strip() for line in read_text(path).splitlines() if line.strip()]
+    if not names:
+        raise UsageError(f"{path}: no class names; expected one name per line, in label id order")
+    return names
