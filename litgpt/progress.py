@@ -25,8 +25,8 @@ def slow_start_hint(fabric, config: Config, num_params: int) -> None:
     if fabric.device.type != "cpu" or num_params < SLOW_ON_CPU_PARAMETERS:
         return
     fabric.print(f"note: {config.name or 'this model'} ({num_params / 1e6:.0f}M parameters) trains at tens to hundreds "
-                 "of tokens/s on a CPU. Faster choices: `--config config_hub/pretrain/cpu-demo.yaml` (a 4-layer "
-                 "model that learns the demo sentences in minutes), a smaller `--model_name roberta-small`, or a GPU. "
+                 "of tokens/s on a CPU. Faster choices: `--config config_hub/pretrain/cpu-demo.yaml` (a small "
+                 "model that learns the demo corpus in minutes), a smaller `--model_name roberta-small`, or a GPU. "
                  "Each iter-*.pt holds the weights and the optimizer state (about 12 bytes a parameter); "
                  "`--train.keep_last N` keeps only the newest N.")
 
