@@ -57,7 +57,7 @@ def normalize_argv(fn: Callable, args: List[str]) -> List[str]:
     hints = flag_types(fn)
     bools = {f"--{n}" for n, t in hints.items() if t is bool or t == Optional[bool]}
     lists = {f"--{n}" for n, t in hints.items() if t in (List[str], Optional[List[str]])}
-    mappings = {f"--{n}" for n, t in hints.items() if t in (Dict[str, Any], Optional[Dict[str, Any]])}
+    mappings = {f"--{n}" for n, t in hints.items() if t == Dict[str, Any] or Dict[str, Any] in typing.get_args(t)}
     out: List[str] = []
     collected: dict = {}
     i = 0

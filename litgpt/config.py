@@ -1,7 +1,7 @@
 """Model configuration: one dataclass plus a registry of named RoBERTa configs."""
 
 from copy import deepcopy
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
@@ -109,12 +109,19 @@ class Config:
         return 6 * block_params + 6 * L * 2 * C * T
 
     @classmethod
-    def resolve(cls, name: str, overrides: Optional[Dict[str, Any]] = None) -> "Config":
-        """`--model_name` with `--model_config.FIELD VALUE` overrides: the registry entry, field by field."""
+    def resolve(cls, name: str, overrides: Optional[Union[Dict[str, Any], str, Path]] = None) -> "Config":
+        """`--model_name` with `--model_config.FIELD VALUE` overrides: the registry entry, field by field. A path
+        instead of overrides is a whole `model_config.yaml` (named `name` when it has no name)."""
         import difflib
 
         from litgpt.utils import UsageError
 
+        if isinstance(overrides, (str, Path)):
+            try:
+                config = cls.from_file(overrides)
+            except (FileNotFoundError, ValueError) as ex:
+                raise UsageError(f"--model_config {overrides}: {ex}") from None
+            return config if config.name else replace(config, name=name)
         if name not in name_to_config:
             raise UsageError(f"--model_name {name!r}: unknown; known names: {', '.join(sorted(name_to_config))}")
         overrides = dict(overrides or {})

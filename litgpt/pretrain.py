@@ -46,7 +46,7 @@ def setup(
     data_dir: Optional[Path] = None,
     data: Optional[DataModule] = None,
     out_dir: Path = Path("out/pretrain"),
-    model_config: Optional[Dict[str, Any]] = None,
+    model_config: Optional[Union[Dict[str, Any], Path]] = None,
     tokenizer_dir: Optional[Path] = None,
     tokenizer_vocab_size: Optional[int] = None,
     initial_checkpoint_dir: Optional[Path] = None,
@@ -72,7 +72,8 @@ def setup(
         data: A data module for real corpora, e.g. `--data TextFiles --data.train_data_path corpus/`.
         out_dir: Where `iter-{step}.pt`, `best.pt`, `final/` and `logs/` go.
         model_config: Override fields of the --model_name entry, one by one: `--model_config.n_layer 2
-            --model_config.vocab_size 8192` (the other fields keep the entry's values).
+            --model_config.vocab_size 8192` (the other fields keep the entry's values); or a whole
+            model_config.yaml file.
         tokenizer_dir: Folder with `tokenizer.json` (or `vocab.json` + `merges.txt`). Defaults to the tokenizer of
             the run being resumed or the initial checkpoint; failing that one is trained on the training text.
         tokenizer_vocab_size: Vocabulary size when a tokenizer is trained (defaults to the model's vocab size).
