@@ -48,11 +48,6 @@ def atomic_write_text(path: Union[str, Path], text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
 def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
