@@ -20,7 +20,15 @@ from litgpt.config import Config
 from litgpt.data.base import DataModule
 from litgpt.model_roberta import RobertaForMaskedLM
 from litgpt.progress import log_progress, new_window, report_projection, slow_start_hint
-from litgpt.run import capture_hparams, check_devices, check_precision, default_precision, make_logger, unwrap
+from litgpt.run import (
+    capture_hparams,
+    check_devices,
+    check_precision,
+    default_precision,
+    make_fabric,
+    make_logger,
+    unwrap,
+)
 from litgpt.train_state import (
     StopRequested,
     iter_checkpoints,
@@ -93,8 +101,6 @@ def setup(
         seed: Random seed for init, shuffling, masking and dropout.
         num_workers: Data-loading worker processes.
     """
-    import lightning as L
-
     train.validate()
     eval.validate()
     check_precision(precision)
@@ -123,8 +129,8 @@ def setup(
         from litgpt.model_roberta import Block
 
         strategy_obj = FSDPStrategy(auto_wrap_policy={Block}, state_dict_type="full", sharding_strategy="FULL_SHARD")
-    fabric = L.Fabric(devices=devices, num_nodes=num_nodes, accelerator=accelerator, strategy=strategy_obj,
-                      precision=precision, loggers=[make_logger(logger_name, out_dir)])
+    fabric = make_fabric(devices, accelerator, precision, num_nodes=num_nodes, strategy=strategy_obj,
+                         loggers=[make_logger(logger_name, out_dir)])
     fabric.launch(main, config, data, out_dir, tokenizer_dir, tokenizer_vocab_size, initial_checkpoint_dir,
                   resume_state, train, eval, compile, seed, hparams)
 
