@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
-from litgpt.utils import UsageError
+from litgpt.utils import UsageError, pad_right
 
 Candidate = Dict[str, Any]  # {"token_id": int, "token": str, "score": float}
 
@@ -110,12 +110,9 @@ class _Inference:
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            T = len(encoded[idx[0]])
-            input_ids = torch.full((len(idx), T), self.tokenizer.pad_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(idx), T), dtype=torch.long)
-            for row, i in enumerate(idx):
-                input_ids[row, : len(encoded[i])] = torch.tensor(encoded[i], dtype=torch.long)
-                attention_mask[row, : len(encoded[i])] = 1
+            seqs = [torch.tensor(encoded[i], dtype=torch.long) for i in idx]
+            input_ids = pad_right(seqs, self.tokenizer.pad_id)
+            attention_mask = pad_right([torch.ones_like(s) for s in seqs], 0)
             yield idx, input_ids.to(self.device), attention_mask.to(self.device)
 
     @torch.inference_mode()

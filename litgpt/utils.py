@@ -5,7 +5,7 @@ import random
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import Any, Dict, Iterator, Optional, Sequence, Union
 
 import torch
 
@@ -158,3 +158,11 @@ def restore_rng(state: Dict[str, Any]) -> None:
     random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def pad_right(seqs: Sequence[torch.Tensor], value: int) -> torch.Tensor:
+    """The 1-D tensors `seqs` as one `[B, T]` tensor, right-padded with `value` to the longest (every collator's
+    padding: ids with the pad id, per-token labels with -100, attention masks with 0)."""
+    if not seqs:
+        raise ValueError("cannot collate an empty batch")
+    return torch.nn.utils.rnn.pad_sequence(list(seqs), batch_first=True, padding_value=value)

@@ -38,9 +38,8 @@ from torch.utils.data import DataLoader
 
 from litgpt.data.agnews import AGNEWS_LABELS, check_agnews_labels, fetch_agnews, read_parquet_split
 from litgpt.data.base import DataModule, EpochBatches, check_batching
-from litgpt.data.mlm import pad_right
 from litgpt.data.readers import read_label_names, read_text
-from litgpt.utils import UsageError
+from litgpt.utils import UsageError, pad_right
 
 SUFFIXES = (".json", ".jsonl", ".csv", ".tsv")
 TEXT_KEYS = ("text", "sentence")

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from litgpt.utils import UsageError
+from litgpt.utils import UsageError, pad_right
 
 IGNORE_INDEX = -100
 _MASK64 = (1 << 64) - 1
@@ -176,11 +176,3 @@ class MLMCollator:
             labels.append(lab)
         return {"input_ids": pad_right(seqs, self.pad_id), "labels": pad_right(labels, IGNORE_INDEX),
                 "attention_mask": pad_right([torch.ones_like(s) for s in seqs], 0)}
-
-
-def pad_right(seqs: Sequence[torch.Tensor], value: int) -> torch.Tensor:
-    """The 1-D tensors `seqs` as one `[B, T]` tensor, right-padded with `value` to the longest (every collator's
-    padding: ids with the pad id, per-token labels with -100, attention masks with 0)."""
-    if not seqs:
-        raise ValueError("cannot collate an empty batch")
-    return torch.nn.utils.rnn.pad_sequence(list(seqs), batch_first=True, padding_value=value)
