@@ -67,7 +67,7 @@ def build(impl: str, kind: str, layers: int, device: str):
     if impl == "hf":
         return hf.to(device)
     config = config_from_hf(hf.config.to_dict())
-    state = hf_to_lit_state_dict(hf.state_dict(), config.n_layer)
+    state = hf_to_lit_state_dict(hf.state_dict(), config)
     ours = RobertaForSequenceClassification(config, 2) if kind == "classify" else RobertaForMaskedLM(config)
     ours.load_state_dict(state)
     return ours.to(device)

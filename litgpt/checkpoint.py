@@ -4,7 +4,7 @@ The sources every command accepts:
 - a litgpt checkpoint dir: `lit_model.pth` + `model_config.yaml` (+ tokenizer files);
 - a pretraining `out_dir`: its `best.pt` (else `final/`, else the newest `iter-*.pt`);
 - a training-state file (`best.pt`, `iter-{step}.pt`);
-- a HuggingFace RoBERTa dir (`config.json` + weights), converted in memory;
+- a HuggingFace RoBERTa or BERT dir (`config.json` + weights), converted in memory;
 - a registry name such as `roberta-base` or a Hub id, when `litgpt download` put it under `checkpoints/`
   (`fetch_from_hub` is how it gets there).
 """
@@ -192,12 +192,14 @@ def _from_state_file(path: Path) -> LoadedCheckpoint:
 def load_hf_checkpoint(
     checkpoint_dir: Path, model_name: Optional[str] = None
 ) -> Tuple[Config, Dict[str, torch.Tensor]]:
-    """Reads a HF RoBERTa dir into our config and state dict, checked against each other."""
+    """Reads a HF RoBERTa or BERT dir into our config and state dict, checked against each other."""
     from litgpt.convert import config_from_hf, hf_to_lit_state_dict, read_hf_config
 
     checkpoint_dir = Path(checkpoint_dir)
     config = config_from_hf(read_hf_config(checkpoint_dir), model_name)
-    state = hf_to_lit_state_dict(load_hf_weights(checkpoint_dir), config.n_layer)
+    state = hf_to_lit_state_dict(load_hf_weights(checkpoint_dir), config)
+    if "lm_head.bias" in state:  # an MLM model reads no pooler (HF's BertForMaskedLM drops it too)
+        state = {k: v for k, v in state.items() if not k.startswith("roberta.pooler.")}
     if "classifier.out_proj.weight" in state:
         num_labels = state["classifier.out_proj.weight"].shape[0]
         if config.num_labels != num_labels:

@@ -1,4 +1,9 @@
-"""Model configuration: one dataclass plus a registry of named RoBERTa configs."""
+"""Model configuration: one dataclass plus a registry of named configs, RoBERTa and the BERT family.
+
+BERT, MiniLM and RoBERTa are one encoder with a few switches: where positions start (`pad_aware_positions`), the
+number of token types, the LayerNorm eps, BERT's pooler in front of the classifier (`pooler`), and the HuggingFace
+weight names the checkpoints use (`model_type`).
+"""
 
 from copy import deepcopy
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -8,7 +13,8 @@ from typing import Any, Dict, List, Optional, Union
 import yaml
 
 # the fields that decide the weights' shapes (besides the vocabulary)
-ARCH_FIELDS = ("n_layer", "n_embd", "n_head", "intermediate_size", "block_size", "type_vocab_size")
+ARCH_FIELDS = ("n_layer", "n_embd", "n_head", "intermediate_size", "block_size", "type_vocab_size", "model_type",
+               "pad_aware_positions")
 
 
 @dataclass
@@ -22,10 +28,15 @@ class Config:
     n_embd: int = 768
     n_head: int = 12
     intermediate_size: int = 3072
-    # usable positions; the position table has `block_size + pad_token_id + 1` rows because
-    # RoBERTa starts counting positions at `pad_token_id + 1`
+    # usable positions; with `pad_aware_positions` the position table has `block_size + pad_token_id + 1` rows
     block_size: int = 512
     type_vocab_size: int = 1
+    # the HuggingFace format the weights convert to and from: "roberta" or "bert"
+    model_type: str = "roberta"
+    # RoBERTa: positions count only real tokens and start at `pad_token_id + 1`; BERT: 0, 1, 2, ... everywhere
+    pad_aware_positions: bool = True
+    # BERT: the encoder carries a pooler (dense + tanh on [CLS]) that the classifier reads
+    pooler: bool = False
     pad_token_id: int = 1
     bos_token_id: int = 0
     eos_token_id: int = 2
@@ -47,6 +58,8 @@ class Config:
             self.padded_vocab_size = self.vocab_size
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+        if self.model_type not in ("roberta", "bert"):
+            raise ValueError(f"model_type {self.model_type!r} is not supported; expected 'roberta' or 'bert'")
         if self.hidden_act != "gelu":
             raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; RoBERTa uses 'gelu'")
         self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
@@ -57,7 +70,7 @@ class Config:
 
     @property
     def max_position_embeddings(self) -> int:
-        return self.block_size + self.pad_token_id + 1
+        return self.block_size + (self.pad_token_id + 1 if self.pad_aware_positions else 0)
 
     @classmethod
     def from_name(cls, name: str, **kwargs: Any) -> "Config":
@@ -154,6 +167,15 @@ def _roberta(name: str, org: str = "FacebookAI", **kwargs: Any) -> Dict[str, Any
     return dict(name=name, hf_config=dict(org=org, name=name), **kwargs)
 
 
+# BERT's switches, with the ids of its uncased WordPiece vocabulary ([PAD]=0, [CLS]=101, [SEP]=102, [MASK]=103)
+BERT = dict(model_type="bert", pad_aware_positions=False, pooler=True, type_vocab_size=2, norm_eps=1e-12,
+            vocab_size=30522, pad_token_id=0, bos_token_id=101, eos_token_id=102, mask_token_id=103)
+
+
+def _bert(name: str, org: str, **kwargs: Any) -> Dict[str, Any]:
+    return dict(name=name, hf_config=dict(org=org, name=name), **{**BERT, **kwargs})
+
+
 configs: List[Dict[str, Any]] = [
     _roberta("roberta-base"),
     _roberta("roberta-large", n_layer=24, n_embd=1024, n_head=16, intermediate_size=4096),
@@ -182,5 +204,14 @@ configs: List[Dict[str, Any]] = [
         intermediate_size=64,
         block_size=64,
     ),
+    # the BERT family
+    _bert("bert-base-uncased", org="google-bert"),
+    _bert("bert-large-uncased", org="google-bert", n_layer=24, n_embd=1024, n_head=16, intermediate_size=4096),
+    _bert("all-MiniLM-L6-v2", org="sentence-transformers", n_layer=6, n_embd=384, n_head=12, intermediate_size=1536),
+    _bert("all-MiniLM-L12-v2", org="sentence-transformers", n_layer=12, n_embd=384, n_head=12,
+          intermediate_size=1536),
+    # a small BERT for tests: a trained WordPiece vocabulary puts [PAD], [UNK], [CLS], [SEP], [MASK] at 0-4
+    dict(BERT, name="bert-tiny", vocab_size=1000, bos_token_id=2, eos_token_id=3, mask_token_id=4, n_layer=2,
+         n_embd=32, n_head=4, intermediate_size=64, block_size=64),
 ]
 name_to_config: Dict[str, Dict[str, Any]] = {c["name"]: c for c in configs}

@@ -1,4 +1,4 @@
-"""The HuggingFace RoBERTa format, both ways: weight names, config fields, state dicts.
+"""The HuggingFace RoBERTa and BERT formats, both ways: weight names, config fields, state dicts.
 
 Pure mappings, no file I/O beyond `config.json`: `litgpt.checkpoint` reads HF folders with them and
 `litgpt.export` writes HF folders with them. Query, key and value are fused into one `attn.qkv` on our side.
@@ -10,17 +10,48 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from litgpt.config import Config, name_to_config
+from litgpt.config import BERT, Config, name_to_config
 from litgpt.utils import UsageError
 
-ROBERTA_ARCHITECTURES = {
-    "RobertaModel",
-    "RobertaForMaskedLM",
-    "RobertaForSequenceClassification",
-    "RobertaForCausalLM",
+# The HF names by family. The blocks are named alike; the prefix, the heads and what HF stores but we do not differ.
+# Query/key/value are fused into `attn.qkv` on our side; BERT's pooler is the encoder's `pooler`.
+FAMILIES = {
+    "roberta": dict(
+        prefix="roberta.",
+        architectures={"model": "RobertaModel", "mlm": "RobertaForMaskedLM", "causal": "RobertaForCausalLM",
+                       "classification": "RobertaForSequenceClassification"},
+        heads={
+            "lm_head.dense.weight": "lm_head.dense.weight",
+            "lm_head.dense.bias": "lm_head.dense.bias",
+            "lm_head.layer_norm.weight": "lm_head.norm.weight",
+            "lm_head.layer_norm.bias": "lm_head.norm.bias",
+            "lm_head.bias": "lm_head.bias",
+            "classifier.dense.weight": "classifier.dense.weight",
+            "classifier.dense.bias": "classifier.dense.bias",
+            "classifier.out_proj.weight": "classifier.out_proj.weight",
+            "classifier.out_proj.bias": "classifier.out_proj.bias",
+        },
+        # tied copies of the word embeddings, a legacy buffer, and the pooler RoBERTa's heads never read
+        dropped=("lm_head.decoder.weight", "lm_head.decoder.bias", "embeddings.position_ids", "pooler."),
+    ),
+    "bert": dict(
+        prefix="bert.",
+        architectures={"model": "BertModel", "mlm": "BertForMaskedLM", "causal": "BertLMHeadModel",
+                       "classification": "BertForSequenceClassification"},
+        heads={
+            "cls.predictions.transform.dense.weight": "lm_head.dense.weight",
+            "cls.predictions.transform.dense.bias": "lm_head.dense.bias",
+            "cls.predictions.transform.LayerNorm.weight": "lm_head.norm.weight",
+            "cls.predictions.transform.LayerNorm.bias": "lm_head.norm.bias",
+            "cls.predictions.bias": "lm_head.bias",
+            "classifier.weight": "classifier.out_proj.weight",
+            "classifier.bias": "classifier.out_proj.bias",
+        },
+        # tied copies, a legacy buffer, and the next-sentence head of `BertForPreTraining` checkpoints
+        dropped=("cls.predictions.decoder.", "embeddings.position_ids", "cls.seq_relationship."),
+    ),
 }
-
-# per-layer HF names -> litgpt names; query/key/value are fused into `attn.qkv`
+# per-layer HF names -> litgpt names
 LAYER_MAP = {
     "attention.output.dense": "attn.proj",
     "attention.output.LayerNorm": "norm_1",
@@ -28,24 +59,20 @@ LAYER_MAP = {
     "output.dense": "mlp.proj",
     "output.LayerNorm": "norm_2",
 }
-TOP_MAP = {
+# encoder names, below the family's prefix
+ENCODER_MAP = {
     "embeddings.word_embeddings.weight": "roberta.wte.weight",
     "embeddings.position_embeddings.weight": "roberta.wpe.weight",
     "embeddings.token_type_embeddings.weight": "roberta.wtte.weight",
     "embeddings.LayerNorm.weight": "roberta.ln_emb.weight",
     "embeddings.LayerNorm.bias": "roberta.ln_emb.bias",
-    "lm_head.dense.weight": "lm_head.dense.weight",
-    "lm_head.dense.bias": "lm_head.dense.bias",
-    "lm_head.layer_norm.weight": "lm_head.norm.weight",
-    "lm_head.layer_norm.bias": "lm_head.norm.bias",
-    "lm_head.bias": "lm_head.bias",
-    "classifier.dense.weight": "classifier.dense.weight",
-    "classifier.dense.bias": "classifier.dense.bias",
-    "classifier.out_proj.weight": "classifier.out_proj.weight",
-    "classifier.out_proj.bias": "classifier.out_proj.bias",
+    "pooler.dense.weight": "roberta.pooler.weight",
+    "pooler.dense.bias": "roberta.pooler.bias",
 }
-# present in HF checkpoints but not part of our model: tied copies, a legacy buffer, the unused pooler
-DROPPED = ("lm_head.decoder.weight", "lm_head.decoder.bias", "embeddings.position_ids", "pooler.")
+REQUIRED_FIELDS = ("vocab_size", "num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size",
+                   "max_position_embeddings")
+# the names of early BERT checkpoints (TensorFlow's LayerNorm)
+LEGACY_SUFFIXES = {".gamma": ".weight", ".beta": ".bias"}
 
 
 def read_hf_config(checkpoint_dir: Path) -> dict:
@@ -58,22 +85,31 @@ def read_hf_config(checkpoint_dir: Path) -> dict:
         raise UsageError(f"{path}: not valid JSON ({ex})") from None
     model_type = hf_config.get("model_type")
     architectures = hf_config.get("architectures") or []
-    if model_type != "roberta" or any(a not in ROBERTA_ARCHITECTURES for a in architectures):
-        raise UsageError(
-            f"{path}: model_type={model_type!r}, architectures={architectures}; expected a RoBERTa checkpoint"
-            f" (model_type 'roberta', one of {sorted(ROBERTA_ARCHITECTURES)})"
-        )
+    known = FAMILIES.get(model_type, {}).get("architectures", {}).values()
+    if model_type not in FAMILIES or any(a not in known for a in architectures):
+        expected = sorted(a for family in FAMILIES.values() for a in family["architectures"].values())
+        raise UsageError(f"{path}: model_type={model_type!r}, architectures={architectures}; expected a RoBERTa or "
+                         f"BERT checkpoint (model_type 'roberta' or 'bert', one of {expected})")
+    missing = [k for k in REQUIRED_FIELDS if not isinstance(hf_config.get(k), int)]
+    if missing:
+        raise UsageError(f"{path}: no integer {', '.join(missing)}; expected the fields of a {model_type} config")
     return hf_config
 
 
 def config_from_hf(hf_config: dict, model_name: Optional[str] = None) -> Config:
-    """Maps HF `RobertaConfig` fields onto our `Config`."""
-    pad = hf_config.get("pad_token_id", 1)
+    """Maps HF `RobertaConfig` / `BertConfig` fields onto our `Config`."""
+    model_type = hf_config["model_type"]
+    bert = model_type == "bert"
+    pad = hf_config.get("pad_token_id", 0 if bert else 1)
     architectures = hf_config.get("architectures") or []
     id2label = {}
-    if "RobertaForSequenceClassification" in architectures:
+    if FAMILIES[model_type]["architectures"]["classification"] in architectures:
         id2label = {int(k): v for k, v in (hf_config.get("id2label") or {}).items()}
-    base = dict(name_to_config[model_name]) if model_name in name_to_config else {"name": model_name or ""}
+    base = dict(BERT) if bert else {}
+    base.update(name_to_config.get(model_name, {"name": model_name or ""}))
+    # the special ids are the tokenizer's, checked when one is loaded; these are the family's usual ones
+    defaults = dict(bos_token_id=base.get("bos_token_id", 0), eos_token_id=base.get("eos_token_id", 2),
+                    mask_token_id=base.get("mask_token_id", hf_config["vocab_size"] - 1))
     base.update(
         vocab_size=hf_config["vocab_size"],
         padded_vocab_size=hf_config["vocab_size"],
@@ -81,13 +117,14 @@ def config_from_hf(hf_config: dict, model_name: Optional[str] = None) -> Config:
         n_embd=hf_config["hidden_size"],
         n_head=hf_config["num_attention_heads"],
         intermediate_size=hf_config["intermediate_size"],
-        block_size=hf_config["max_position_embeddings"] - pad - 1,
-        type_vocab_size=hf_config.get("type_vocab_size", 1),
+        block_size=hf_config["max_position_embeddings"] - (0 if bert else pad + 1),
+        type_vocab_size=hf_config.get("type_vocab_size", 2 if bert else 1),
+        model_type=model_type,
+        pad_aware_positions=not bert,
+        pooler=bert,
         pad_token_id=pad,
-        bos_token_id=hf_config.get("bos_token_id", 0),
-        eos_token_id=hf_config.get("eos_token_id", 2),
-        mask_token_id=hf_config.get("mask_token_id", base.get("mask_token_id", hf_config["vocab_size"] - 1)),
-        norm_eps=hf_config.get("layer_norm_eps", 1e-5),
+        **{k: hf_config.get(k) if hf_config.get(k) is not None else v for k, v in defaults.items()},
+        norm_eps=hf_config.get("layer_norm_eps", 1e-12 if bert else 1e-5),
         hidden_dropout=hf_config.get("hidden_dropout_prob", 0.1),
         attention_dropout=hf_config.get("attention_probs_dropout_prob", 0.1),
         classifier_dropout=hf_config.get("classifier_dropout"),
@@ -100,16 +137,23 @@ def config_from_hf(hf_config: dict, model_name: Optional[str] = None) -> Config:
     return Config(**base)
 
 
-def hf_to_lit_state_dict(hf_state: Dict[str, torch.Tensor], n_layer: int) -> Dict[str, torch.Tensor]:
+def hf_to_lit_state_dict(hf_state: Dict[str, torch.Tensor], config: Config) -> Dict[str, torch.Tensor]:
+    family = FAMILIES[config.model_type]
+    prefix = family["prefix"]
     state: Dict[str, torch.Tensor] = {}
     qkv: Dict[Tuple[int, str], Dict[str, torch.Tensor]] = {}
     unknown = []
     for key, value in hf_state.items():
-        name = key[len("roberta.") :] if key.startswith("roberta.") else key
-        if name.startswith(DROPPED) or key.startswith(DROPPED):
+        for old, new in LEGACY_SUFFIXES.items():
+            key = key[: -len(old)] + new if key.endswith(old) else key
+        name = key[len(prefix) :] if key.startswith(prefix) else key
+        if name.startswith(family["dropped"]):
             continue
-        if name in TOP_MAP:
-            state[TOP_MAP[name]] = value
+        if name in family["heads"]:
+            state[family["heads"][name]] = value
+            continue
+        if name in ENCODER_MAP:
+            state[ENCODER_MAP[name]] = value
             continue
         if name.startswith("encoder.layer."):
             idx, rest = name[len("encoder.layer.") :].split(".", 1)
@@ -122,7 +166,8 @@ def hf_to_lit_state_dict(hf_state: Dict[str, torch.Tensor], n_layer: int) -> Dic
                 continue
         unknown.append(key)
     if unknown:
-        raise UsageError(f"unexpected weights in the HuggingFace checkpoint: {unknown[:5]} (is it a RoBERTa model?)")
+        raise UsageError(f"unexpected weights in the HuggingFace checkpoint: {unknown[:5]} (is it a "
+                         f"{config.model_type} model?)")
     for (idx, param), parts in sorted(qkv.items()):
         if set(parts) != {"query", "key", "value"}:
             raise UsageError(f"layer {idx}: query/key/value {param} incomplete in the HuggingFace checkpoint")
@@ -131,16 +176,20 @@ def hf_to_lit_state_dict(hf_state: Dict[str, torch.Tensor], n_layer: int) -> Dic
 
 
 def lit_to_hf_state_dict(state: Dict[str, torch.Tensor], config: Config) -> Dict[str, torch.Tensor]:
-    top = {lit: hf for hf, lit in TOP_MAP.items()}
+    family = FAMILIES[config.model_type]
+    heads = {lit: hf for hf, lit in family["heads"].items()}
+    encoder = {lit: hf for hf, lit in ENCODER_MAP.items()}
     layer = {lit: hf for hf, lit in LAYER_MAP.items()}
-    bare = not any(k.startswith(("lm_head.", "classifier.")) for k in state)  # a headless RobertaModel
-    prefix = "" if bare else "roberta."
+    bare = not any(k.startswith(("lm_head.", "classifier.")) for k in state)  # a headless RobertaModel / BertModel
+    prefix = "" if bare else family["prefix"]
     hf: Dict[str, torch.Tensor] = {}
     for key, value in state.items():
         key = key if key.startswith(("roberta.", "lm_head.", "classifier.")) else f"roberta.{key}"
-        if key in top:
-            name = top[key]
-            hf[name if name.startswith(("lm_head.", "classifier.")) else prefix + name] = value
+        if key in heads:
+            hf[heads[key]] = value
+            continue
+        if key in encoder:
+            hf[prefix + encoder[key]] = value
             continue
         if key.startswith("roberta.h."):
             idx, rest = key[len("roberta.h.") :].split(".", 1)
@@ -161,7 +210,7 @@ def lit_to_hf_state_dict(state: Dict[str, torch.Tensor], config: Config) -> Dict
 def hf_config_dict(config: Config, architecture: str) -> dict:
     hf = {
         "architectures": [architecture],
-        "model_type": "roberta",
+        "model_type": config.model_type,
         "vocab_size": config.padded_vocab_size,
         "hidden_size": config.n_embd,
         "num_hidden_layers": config.n_layer,
@@ -175,15 +224,15 @@ def hf_config_dict(config: Config, architecture: str) -> dict:
         "initializer_range": config.initializer_range,
         "layer_norm_eps": config.norm_eps,
         "pad_token_id": config.pad_token_id,
-        "bos_token_id": config.bos_token_id,
-        "eos_token_id": config.eos_token_id,
         "classifier_dropout": config.classifier_dropout,
         "position_embedding_type": "absolute",
         "is_decoder": config.causal,
         "tie_word_embeddings": True,
         "torch_dtype": "float32",
     }
-    if architecture == "RobertaForSequenceClassification":
+    if config.model_type == "roberta":  # BERT's config has no bos/eos: its tokenizer's [CLS]/[SEP] play that part
+        hf.update(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id)
+    if architecture == FAMILIES[config.model_type]["architectures"]["classification"]:
         id2label = {i: config.id2label.get(i, f"LABEL_{i}") for i in range(config.num_labels)}
         hf["num_labels"] = config.num_labels
         hf["id2label"] = {str(i): label for i, label in id2label.items()}
@@ -196,6 +245,6 @@ def architecture_for(state: Dict[str, torch.Tensor], config: Config) -> str:
     from litgpt.model_roberta import model_class_for_state_dict
 
     kind = model_class_for_state_dict(state)
-    if kind == "mlm":
-        return "RobertaForCausalLM" if config.causal else "RobertaForMaskedLM"
-    return {"classification": "RobertaForSequenceClassification", "base": "RobertaModel"}[kind]
+    if kind == "mlm" and config.causal:
+        kind = "causal"
+    return FAMILIES[config.model_type]["architectures"]["model" if kind == "base" else kind]

@@ -1,7 +1,9 @@
-"""RoBERTa, the architecture in one file, read top to bottom.
+"""RoBERTa and the BERT family, the architecture in one file, read top to bottom.
 
 RoBERTa is a post-LayerNorm BERT: embeddings -> N x (self-attention, FFN), each sub-layer followed by dropout, the
-residual add and LayerNorm. Numerically it matches HuggingFace `transformers`' RoBERTa on the same weights;
+residual add and LayerNorm. BERT and MiniLM are the same encoder with a few config switches: positions counted from
+0 (`pad_aware_positions=False`), two token types, and a pooler (dense + tanh on [CLS]) in front of the classifier
+(`pooler`). Numerically it matches HuggingFace `transformers`' RoBERTa and BERT on the same weights;
 `litgpt/convert.py` maps the weight names.
 
 Two ways through the encoder:
@@ -25,24 +27,32 @@ from litgpt.config import Config
 from litgpt.kernels import TiedEmbedding, TokenLayout, linear, residual_add
 
 
-def position_ids_from_input_ids(input_ids: torch.Tensor, pad_token_id: int) -> torch.Tensor:
-    """RoBERTa's positions start at `pad_token_id + 1` and only count non-pad tokens; pads keep `pad_token_id`."""
-    not_pad = input_ids.ne(pad_token_id).int()
-    return (torch.cumsum(not_pad, dim=1) * not_pad).long() + pad_token_id
+def position_ids(input_ids: torch.Tensor, config: Config) -> torch.Tensor:
+    """RoBERTa's positions start at `pad_token_id + 1` and only count non-pad tokens; pads keep `pad_token_id`.
+    BERT's are 0, 1, 2, ... at every position, pads included."""
+    if not config.pad_aware_positions:
+        return torch.arange(input_ids.size(1), device=input_ids.device).expand_as(input_ids)
+    not_pad = input_ids.ne(config.pad_token_id).int()
+    return (torch.cumsum(not_pad, dim=1) * not_pad).long() + config.pad_token_id
 
 
 class RobertaModel(nn.Module):
-    """The encoder: embeddings, then `n_layer` blocks. `attention_mask` is 1 for real tokens, 0 for padding."""
+    """The encoder: embeddings, then `n_layer` blocks. `attention_mask` is 1 for real tokens, 0 for padding;
+    `token_type_ids` (BERT's sentence A/B) default to type 0. With `config.pooler` (BERT) it also carries the pooler
+    its classifier reads, unless `add_pooler=False` (the MLM model, as in HuggingFace)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, add_pooler: bool = True) -> None:
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.padded_vocab_size, config.n_embd, padding_idx=config.pad_token_id)
-        self.wpe = nn.Embedding(config.max_position_embeddings, config.n_embd, padding_idx=config.pad_token_id)
+        # only RoBERTa's table has a pad row: BERT's position `pad_token_id` is a real position
+        pad_position = config.pad_token_id if config.pad_aware_positions else None
+        self.wpe = nn.Embedding(config.max_position_embeddings, config.n_embd, padding_idx=pad_position)
         self.wtte = nn.Embedding(config.type_vocab_size, config.n_embd)
         self.ln_emb = nn.LayerNorm(config.n_embd, eps=config.norm_eps)
         self.drop = nn.Dropout(config.hidden_dropout)
         self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.pooler = nn.Linear(config.n_embd, config.n_embd) if config.pooler and add_pooler else None
 
     def forward(
         self,
@@ -85,14 +95,14 @@ class RobertaModel(nn.Module):
         if T > self.config.block_size:
             raise ValueError(f"Sequence length {T} exceeds the model's {self.config.block_size} positions")
         layout = TokenLayout(attention_mask, (B, T), self.config.causal, positions)
-        position_ids = layout.gather(position_ids_from_input_ids(input_ids, self.config.pad_token_id))
+        pos = layout.gather(position_ids(input_ids, self.config))
         input_ids = layout.gather(input_ids)
         token_types = self.wtte.weight[0] if token_type_ids is None else self.wtte(layout.gather(token_type_ids))
         if tied and torch.is_grad_enabled() and self.wte.weight.requires_grad:
             tokens, decoder_weight = TiedEmbedding.apply(input_ids, self.wte.weight, self.wte.padding_idx)
         else:
             tokens, decoder_weight = self.wte(input_ids), self.wte.weight
-        x = self.drop(self.ln_emb(tokens + token_types + self.wpe(position_ids)))
+        x = self.drop(self.ln_emb(tokens + token_types + self.wpe(pos)))
 
         # a head reads only `positions`: the last block computes just those (a causal mask would not fit, see kernels)
         last_at_selected = positions is not None and not self.config.causal
@@ -169,18 +179,20 @@ class LMHead(nn.Module):
 
 
 class ClassificationHead(nn.Module):
-    """dropout -> dense -> tanh -> dropout -> projection, on the first token's (`<s>`) hidden state `[B, C]`."""
+    """On the first token's (`<s>`, `[CLS]`) hidden state `[B, C]`. RoBERTa: dropout -> dense -> tanh -> dropout
+    -> projection. BERT: the encoder's pooler (dense -> tanh) -> dropout -> projection, so the head is only the
+    dropout and the projection."""
 
     def __init__(self, config: Config, num_labels: int) -> None:
         super().__init__()
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout
         self.drop = nn.Dropout(dropout)
-        self.dense = nn.Linear(config.n_embd, config.n_embd)
+        self.dense = None if config.pooler else nn.Linear(config.n_embd, config.n_embd)
         self.out_proj = nn.Linear(config.n_embd, num_labels)
 
-    def forward(self, first_token: torch.Tensor) -> torch.Tensor:
-        x = self.drop(torch.tanh(self.dense(self.drop(first_token))))
-        return self.out_proj(x)
+    def forward(self, first_token: torch.Tensor, pooler: Optional[nn.Linear]) -> torch.Tensor:
+        x = torch.tanh(pooler(first_token) if pooler is not None else self.dense(self.drop(first_token)))
+        return self.out_proj(self.drop(x))
 
 
 class _RobertaPreTrained(nn.Module):
@@ -211,7 +223,7 @@ class RobertaForMaskedLM(_RobertaPreTrained):
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.config = config
-        self.roberta = RobertaModel(config)
+        self.roberta = RobertaModel(config, add_pooler=False)
         self.lm_head = LMHead(config)
         self.init_weights()
 
@@ -263,11 +275,17 @@ class RobertaForSequenceClassification(_RobertaPreTrained):
         self.classifier = ClassificationHead(config, num_labels)
         self.init_weights()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Returns logits `[B, num_labels]`, from the first token (`<s>`)."""
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Returns logits `[B, num_labels]`, from the first token (`<s>`, `[CLS]`)."""
         first = torch.zeros_like(input_ids, dtype=torch.bool)
         first[:, 0] = True
-        return self.classifier(self.roberta.hidden_at(input_ids, attention_mask, first))
+        return self.classifier(self.roberta.hidden_at(input_ids, attention_mask, first, token_type_ids),
+                               self.roberta.pooler)
 
 
 def model_class_for_state_dict(state_dict) -> str:

@@ -22,7 +22,7 @@ transformers = pytest.importorskip("transformers")
 
 def to_lit(hf_model):
     config = config_from_hf(hf_model.config.to_dict())
-    return config, hf_to_lit_state_dict(hf_model.state_dict(), config.n_layer)
+    return config, hf_to_lit_state_dict(hf_model.state_dict(), config)
 
 
 def real_positions(mask):
@@ -104,7 +104,7 @@ def test_training_gradients_match_hf(causal):
     weights = torch.randn(*ids.shape, config.padded_vocab_size, generator=torch.Generator().manual_seed(2))
     (hf(input_ids=ids, attention_mask=mask).logits * weights).mean().backward()
     (ours(ids, mask) * weights).mean().backward()
-    expected = hf_to_lit_state_dict({k: p.grad for k, p in hf.named_parameters()}, config.n_layer)
+    expected = hf_to_lit_state_dict({k: p.grad for k, p in hf.named_parameters()}, config)
     actual = {k: p.grad for k, p in ours.named_parameters()}
     assert set(actual) == set(expected)
     for name, grad in actual.items():
@@ -334,12 +334,18 @@ def test_from_litgpt_pytorch_bin(tmp_path):
 
 
 def test_bad_checkpoints(tmp_path):
-    # not RoBERTa
-    bert = tmp_path / "bert"
+    # neither RoBERTa nor BERT
+    bert = tmp_path / "distilbert"
     bert.mkdir()
-    (bert / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
-    with pytest.raises(UsageError, match="expected a RoBERTa checkpoint"):
+    (bert / "config.json").write_text(json.dumps({"model_type": "distilbert", "architectures": ["DistilBertModel"]}))
+    with pytest.raises(UsageError, match="expected a RoBERTa or BERT checkpoint"):
         load_hf_checkpoint(bert)
+    # a BERT config without its sizes
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+    with pytest.raises(UsageError, match="no integer vocab_size"):
+        load_hf_checkpoint(partial)
     # missing weights
     empty = tmp_path / "noweights"
     tiny_hf_config().save_pretrained(empty)
