@@ -67,7 +67,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from litgpt.data import TextFiles
-    from litgpt.tokenizer import Tokenizer, train_tokenizer
+    from litgpt.tokenizer import Tokenizer
+    from litgpt.train_tokenizer import train_tokenizer
 
     work = Path(tempfile.mkdtemp(prefix="litgpt_bench_"))
     try:

@@ -1,13 +1,14 @@
 """Python API for inference: load any checkpoint, then fill masks, embed or classify text.
 
 ```python
-from litgpt.api import MaskedLM, Classifier
+from litgpt.api import Classifier, Embedder, MaskedLM
 
 mlm = MaskedLM.load("out/pretrain-demo/final")
 mlm.fill_mask("The capital of France is <mask>.", top_k=5)
-mlm.embed(["a sentence", "another one"])
 clf = Classifier.load("out/roberta_finetuned")
 clf.predict(["great movie", "boring plot"])
+emb = Embedder.load("path/to/all-MiniLM-L6-v2")  # pooling and normalization from the sentence-transformers files
+emb.embed(["a sentence", "another one"])  # [2, 384]
 ```
 
 `source` is anything `litgpt.checkpoint.load_checkpoint` reads: a litgpt checkpoint dir, a pretraining out_dir,
@@ -19,10 +20,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 
 from litgpt.utils import UsageError, pad_right
 
 Candidate = Dict[str, Any]  # {"token_id": int, "token": str, "score": float}
+POOLING = ("mean", "cls", "max")
 
 
 def resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
@@ -51,10 +54,29 @@ def _as_texts(texts: Union[str, Sequence[str]], what: str) -> List[str]:
     return texts
 
 
+def pool(encoder: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, pooling: str
+         ) -> torch.Tensor:
+    """`[B, n_embd]` float32 sentence vectors: the first token's state, or the mean or max over the real tokens.
+    Only the rows pooling reads are computed (`hidden_at`), so padding costs nothing in the token-wise layers."""
+    real = attention_mask.bool()
+    if pooling == "cls":
+        first = torch.zeros_like(real)
+        first[:, 0] = True
+        return encoder.hidden_at(input_ids, attention_mask, first).float()
+    hidden = encoder.hidden_at(input_ids, attention_mask, real).float()  # [real tokens, C], row-major
+    B, C = real.size(0), hidden.size(-1)
+    if pooling == "max":
+        padded = hidden.new_full((B, real.size(1), C), float("-inf"))
+        padded[real] = hidden
+        return padded.max(1).values
+    text_of_token = real.nonzero(as_tuple=True)[0]
+    return hidden.new_zeros(B, C).index_add_(0, text_of_token, hidden) / real.sum(1, keepdim=True)
+
+
 class _Inference:
     """What both wrappers share: the model in eval mode on its device, the tokenizer and padded batching."""
 
-    kind: str = ""  # "mlm" or "classification": which head `load` requires
+    kind: str = ""  # "mlm" or "classification": which head `load` requires ("": any)
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, device: torch.device, batch_size: int = 32,
                  source: str = "") -> None:
@@ -66,6 +88,8 @@ class _Inference:
         self.device = device
         self.batch_size = batch_size
         self.source = source
+        self.max_length = self.config.block_size  # longer texts are truncated (fill_mask refuses them)
+        self.folder: Optional[Path] = None  # the checkpoint's folder, when loaded from one
 
     @classmethod
     def load(cls, source: Union[str, Path], device: Optional[Union[str, torch.device]] = None,
@@ -77,7 +101,7 @@ class _Inference:
         device = resolve_device(device)
         checkpoint = load_checkpoint(source, checkpoints_dir)
         kind = model_class_for_state_dict(checkpoint.state_dict)
-        if kind != cls.kind and not (cls.kind == "mlm" and kind == "base"):
+        if cls.kind and kind != cls.kind and not (cls.kind == "mlm" and kind == "base"):
             if cls.kind == "classification":
                 what = "a masked LM" if kind == "mlm" else "a bare encoder"
                 raise UsageError(
@@ -89,14 +113,16 @@ class _Inference:
             )
         tokenizer = checkpoint.load_tokenizer()
         model = build_model(checkpoint.config, checkpoint.state_dict, checkpoint.source)
-        return cls(model, tokenizer, device, batch_size, checkpoint.source)
+        loaded = cls(model, tokenizer, device, batch_size, checkpoint.source)
+        loaded.folder = checkpoint.tokenizer_dir  # the checkpoint's own files sit beside its tokenizer
+        return loaded
 
     @property
     def encoder(self) -> torch.nn.Module:
         return getattr(self.model, "roberta", self.model)
 
     def _encode(self, texts: List[str], truncate: bool) -> List[List[int]]:
-        limit = self.config.block_size
+        limit = self.max_length
         if truncate:
             return self.tokenizer.encode_batch(texts, max_length=limit)
         encoded = self.tokenizer.encode_batch(texts)
@@ -116,21 +142,21 @@ class _Inference:
             yield idx, input_ids.to(self.device), attention_mask.to(self.device)
 
     @torch.inference_mode()
-    def embed(self, texts: Union[str, Sequence[str]]) -> torch.Tensor:
-        """One vector per text, `[N, n_embd]` float32 on the CPU.
+    def embed(self, texts: Union[str, Sequence[str]], pooling: str = "mean", normalize: bool = False) -> torch.Tensor:
+        """One vector per text, `[N, n_embd]` float32 on the CPU, pooled from the encoder's last hidden states.
 
-        The mean of the encoder's last hidden states over the text's real tokens, `<s>` and `</s>` included and
-        padding excluded (as sentence-transformers pools), so a text's vector does not depend on its batch.
-        Texts longer than the model's `block_size` are truncated.
+        `pooling`: "mean" or "max" over the text's real tokens (`<s>`/`[CLS]` and `</s>`/`[SEP]` included, padding
+        excluded, as sentence-transformers pools), or "cls", the first token's state. A text's vector therefore does
+        not depend on its batch. `normalize` scales each vector to unit length (cosine similarity = dot product).
+        Texts longer than `max_length` tokens are truncated.
         """
+        if pooling not in POOLING:
+            raise UsageError(f"pooling {pooling!r}: expected one of {', '.join(POOLING)}")
         texts = _as_texts(texts, "embed")
         out = torch.empty(len(texts), self.config.n_embd, dtype=torch.float32)
         for idx, input_ids, attention_mask in self._batches(self._encode(texts, truncate=True)):
-            real = attention_mask.bool()
-            hidden = self.encoder.hidden_at(input_ids, attention_mask, real).float()  # [real tokens, C], row-major
-            text_of_token = real.nonzero(as_tuple=True)[0]
-            sums = hidden.new_zeros(len(idx), hidden.size(-1)).index_add_(0, text_of_token, hidden)
-            out[torch.tensor(idx)] = (sums / real.sum(1, keepdim=True)).cpu()
+            vectors = pool(self.encoder, input_ids, attention_mask, pooling)
+            out[torch.tensor(idx)] = (F.normalize(vectors, dim=-1) if normalize else vectors).cpu()
         return out
 
 
@@ -212,3 +238,86 @@ class Classifier(_Inference):
             out.append({"text": text, "label": labels[label_id], "label_id": label_id, "probabilities": probs})
         return out
 
+
+class Embedder(_Inference):
+    """Sentence embeddings from any checkpoint's encoder: a bare encoder, a masked LM or a classifier.
+
+    From a sentence-transformers folder (all-MiniLM-L6-v2, say) the recipe is read from its files, so the vectors
+    equal `SentenceTransformer(folder).encode(texts)`: the pooling from `1_Pooling/config.json`, unit length when
+    `modules.json` lists a Normalize module, truncation at `sentence_bert_config.json`'s `max_seq_length`. Elsewhere:
+    mean pooling, no normalization, truncation at the model's length. What `load` is given wins.
+    """
+
+    pooling: str = "mean"
+    normalize: bool = False
+    lowercase: bool = False
+
+    @classmethod
+    def load(cls, source: Union[str, Path], device: Optional[Union[str, torch.device]] = None, batch_size: int = 32,
+             checkpoints_dir: Path = Path("checkpoints"), pooling: Optional[str] = None,
+             normalize: Optional[bool] = None, max_length: Optional[int] = None) -> "Embedder":
+        if pooling is not None and pooling not in POOLING:
+            raise UsageError(f"--pooling {pooling!r}: expected one of {', '.join(POOLING)}")
+        embedder = super().load(source, device, batch_size, checkpoints_dir)
+        block = embedder.config.block_size
+        if max_length is not None and not (isinstance(max_length, int) and 2 <= max_length <= block):
+            raise UsageError(f"--max_length {max_length!r}: expected an integer from 2 to the model's {block}")
+        recipe = sentence_transformers_recipe(embedder.folder) if embedder.folder is not None else {}
+        embedder.pooling = pooling or recipe.get("pooling", "mean")
+        embedder.normalize = recipe.get("normalize", False) if normalize is None else normalize
+        embedder.max_length = max_length or min(recipe.get("max_length", block), block)
+        embedder.lowercase = recipe.get("lowercase", False)
+        return embedder
+
+    def embed(self, texts: Union[str, Sequence[str]], pooling: Optional[str] = None,
+              normalize: Optional[bool] = None) -> torch.Tensor:
+        """`[N, n_embd]` float32 vectors, pooled and normalized as loaded unless given here."""
+        texts = _as_texts(texts, "embed")
+        if self.lowercase:  # sentence_bert_config.json's do_lower_case, applied before the tokenizer
+            texts = [t.lower() for t in texts]
+        return super().embed(texts, pooling or self.pooling, self.normalize if normalize is None else normalize)
+
+
+# sentence-transformers' pooling switches (1_Pooling/config.json) -> our names
+ST_POOLING = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max"}
+ST_MODULES = ("Transformer", "Pooling", "Normalize")
+
+
+def sentence_transformers_recipe(folder: Path) -> Dict[str, Any]:
+    """What a sentence-transformers folder says about turning hidden states into its vectors: `pooling`,
+    `normalize` and `max_length`, each only where the folder says it. A module or pooling mode we do not have is an
+    error rather than vectors that silently differ."""
+    import json
+
+    def read(path: Path) -> Any:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as ex:
+            raise UsageError(f"{path}: not a readable JSON file ({ex.__class__.__name__})") from None
+
+    recipe: Dict[str, Any] = {}
+    pooling_dir = folder / "1_Pooling"
+    if (folder / "modules.json").is_file():
+        modules = read(folder / "modules.json")
+        if not isinstance(modules, list):
+            raise UsageError(f"{folder / 'modules.json'}: expected a JSON list of modules")
+        kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules if isinstance(m, dict)]
+        unknown = [k for k in kinds if k not in ST_MODULES]
+        if unknown:
+            raise UsageError(f"{folder / 'modules.json'}: module {unknown[0]} is not supported (only "
+                             f"{', '.join(ST_MODULES)}), so the vectors would differ from sentence-transformers'")
+        recipe["normalize"] = "Normalize" in kinds
+        pooling_dir = next((folder / m.get("path", "") for m, k in zip(modules, kinds) if k == "Pooling"), pooling_dir)
+    if (pooling_dir / "config.json").is_file():
+        settings = read(pooling_dir / "config.json")
+        modes = [k for k, v in settings.items() if k.startswith("pooling_mode_") and v is True]
+        if len(modes) != 1 or modes[0] not in ST_POOLING:
+            raise UsageError(f"{pooling_dir / 'config.json'}: pooling {modes or 'none'} is not supported; expected "
+                             f"exactly one of {', '.join(ST_POOLING)}")
+        recipe["pooling"] = ST_POOLING[modes[0]]
+    if (folder / "sentence_bert_config.json").is_file():
+        settings = read(folder / "sentence_bert_config.json")
+        if isinstance(settings.get("max_seq_length"), int) and settings["max_seq_length"] >= 2:
+            recipe["max_length"] = settings["max_seq_length"]
+        recipe["lowercase"] = settings.get("do_lower_case") is True
+    return recipe

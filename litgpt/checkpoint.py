@@ -25,6 +25,8 @@ from litgpt.train_state import iter_checkpoints, load_training_state
 from litgpt.utils import UsageError, load_state_dict_file
 
 CONFIG_FILES = ("config.json",)
+# a sentence-transformers repo's recipe for its vectors (pooling, normalization, length), read by `api.Embedder`
+EMBEDDING_FILES = ("modules.json", "sentence_bert_config.json", "1_Pooling/config.json")
 # (single file, sharded index, shard pattern), in order of preference: safetensors over pickles
 WEIGHT_FORMATS = (
     ("model.safetensors", "model.safetensors.index.json", "model-*-of-*.safetensors"),
@@ -45,8 +47,8 @@ class LoadedCheckpoint:
         from litgpt.tokenizer import Tokenizer
 
         if self.tokenizer_dir is None:
-            raise UsageError(f"{self.source}: no tokenizer files (tokenizer.json or vocab.json + merges.txt) beside "
-                             "the weights")
+            raise UsageError(f"{self.source}: no tokenizer files (tokenizer.json, vocab.json + merges.txt, or "
+                             "vocab.txt) beside the weights")
         tokenizer = Tokenizer(self.tokenizer_dir)
         check_tokenizer(tokenizer, self.config, str(self.tokenizer_dir))
         return tokenizer
@@ -230,7 +232,7 @@ def load_hf_weights(checkpoint_dir: Path) -> Dict[str, torch.Tensor]:
 # ---- tokenizers -------------------------------------------------------------------------------------------------
 def find_tokenizer_dir(*candidates: Path) -> Optional[Path]:
     for path in candidates:
-        if (path / "tokenizer.json").is_file() or (path / "vocab.json").is_file():
+        if any((path / name).is_file() for name in ("tokenizer.json", "vocab.json", "vocab.txt")):
             return path
     return None
 
@@ -248,7 +250,8 @@ def prepare_tokenizer(fabric, data, out_dir: Path, tokenizer_dir: Optional[Path]
                       initial_tokenizer_dir: Optional[Path], config: Config, resuming: bool):
     """Pretraining's tokenizer: the given one, the resumed run's, the initial checkpoint's, or else one trained on
     the training text (by rank 0; the others load it)."""
-    from litgpt.tokenizer import Tokenizer, train_tokenizer
+    from litgpt.tokenizer import Tokenizer
+    from litgpt.train_tokenizer import train_tokenizer
 
     candidate = next((c for c in (tokenizer_dir, out_dir if resuming else None, initial_tokenizer_dir)
                       if c is not None), None)
@@ -256,9 +259,9 @@ def prepare_tokenizer(fabric, data, out_dir: Path, tokenizer_dir: Optional[Path]
         candidate = out_dir
         if fabric.global_rank == 0:
             size = vocab_size or config.vocab_size
-            fabric.print(f"No --tokenizer_dir: training a byte-level BPE tokenizer (vocab <= {size}) on the training"
-                         " text")
-            train_tokenizer(data.tokenizer_training_texts(), vocab_size=size, out_dir=candidate)
+            kind = "wordpiece" if config.model_type == "bert" else "bpe"
+            fabric.print(f"No --tokenizer_dir: training a {kind} tokenizer (vocab <= {size}) on the training text")
+            train_tokenizer(data.tokenizer_training_texts(), vocab_size=size, out_dir=candidate, kind=kind)
         fabric.barrier()
     tokenizer = Tokenizer(candidate)
     check_tokenizer(tokenizer, config, str(candidate), need_mask=True)
@@ -296,12 +299,13 @@ def local_hub_dir(name: str, checkpoints_dir: Path = Path("checkpoints")) -> Opt
 
 
 def select_files(available: Iterable[str], tokenizer_only: bool = False) -> List[str]:
-    """The files to fetch from a repo's (root-level) file names: config, tokenizer, and one weights format."""
+    """The files to fetch from a repo's file names: config (and a sentence-transformers recipe), tokenizer, and one
+    weights format."""
     available = set(available)
     wanted = [f for f in TOKENIZER_FILES if f in available]
     if tokenizer_only:
         return wanted
-    wanted = [f for f in CONFIG_FILES if f in available] + wanted
+    wanted = [f for f in CONFIG_FILES + EMBEDDING_FILES if f in available] + wanted
     for single, index, shards in WEIGHT_FORMATS:
         if single in available:
             return wanted + [single]
@@ -330,11 +334,11 @@ def fetch_from_hub(repo_id: str, access_token: Optional[str] = None, tokenizer_o
     try:
         if offline:
             # no listing without network: take whatever of the candidate files the cached snapshot holds
-            patterns = list(CONFIG_FILES + TOKENIZER_FILES) + [p for fmt in WEIGHT_FORMATS for p in fmt]
+            patterns = [*CONFIG_FILES, *EMBEDDING_FILES, *TOKENIZER_FILES, *(p for fmt in WEIGHT_FORMATS for p in fmt)]
             return Path(snapshot_download(repo_id, allow_patterns=patterns, token=access_token))
         # `model_info` lists the files in one request; `list_repo_files` retries with backoff for a minute when offline
         info = HfApi(token=access_token).model_info(repo_id)
-        remote = [s.rfilename for s in info.siblings or [] if "/" not in s.rfilename]
+        remote = [s.rfilename for s in info.siblings or [] if "/" not in s.rfilename or s.rfilename in EMBEDDING_FILES]
         files = select_files(remote, tokenizer_only)
         if not tokenizer_only and not any(f.startswith(("model", "pytorch_model")) for f in files):
             raise UsageError(f"{repo_id}: the repo has no model.safetensors or pytorch_model.bin weights")

@@ -5,6 +5,7 @@ the fixtures (`tokenizer`, `tiny_checkpoint`) are found by pytest."""
 import io
 import json
 import os
+import random
 import sys
 from pathlib import Path
 
@@ -128,7 +129,7 @@ def write_files(root: Path, files: dict) -> Path:
 @pytest.fixture(scope="session")
 def tokenizer(tmp_path_factory):
     """A byte-level BPE tokenizer (600 tokens) trained on the demo lines, saved in its own folder."""
-    from litgpt.tokenizer import train_tokenizer
+    from litgpt.train_tokenizer import train_tokenizer
 
     return train_tokenizer(demo_lines(), vocab_size=600, out_dir=tmp_path_factory.mktemp("demo_tokenizer"))
 
@@ -139,7 +140,7 @@ def tiny_checkpoint(tmp_path_factory):
     a test that changes it works on a copy."""
     from litgpt import Config
     from litgpt.model_roberta import RobertaForMaskedLM
-    from litgpt.tokenizer import train_tokenizer
+    from litgpt.train_tokenizer import train_tokenizer
 
     ckpt = tmp_path_factory.mktemp("tiny_ckpt")
     tokenizer = train_tokenizer([r["text"] for r in toy_records("train")], vocab_size=1000, out_dir=ckpt)
@@ -275,3 +276,45 @@ def expect_usage_error(capsys, args, *fragments: str, main=None, untouched=None,
     if untouched is not None:
         assert snapshot(untouched) == before, "files were created or changed"
     return line
+
+
+# ---- tokenizer parity with transformers ------------------------------------------------------------------------
+def varied_texts():
+    """A few hundred sentences: the demo sentences, edited, plus unicode, whitespace, long words and special tokens."""
+    rng = random.Random(0)
+    lines = demo_lines()
+    extra = [
+        "", " ", "  ", "\n", "\t", "a", " a", "  leading spaces", "trailing spaces   ", "tabs\tand\nnew\r\nlines",
+        "Café naïve façade jalapeño über Straße", "東京は日本の首都です。", "Москва — столица России.",
+        "emoji 😀🎉👍🏽 and 👨‍👩‍👧", "مرحبا بالعالم",
+        "Ελληνικά γράμματα", "ｆｕｌｌｗｉｄｔｈ", "\u200bzero\u200dwidth",
+        "pneumonoultramicroscopicsilicovolcanoconiosis", "x" * 300, "ab" * 200, "1234567890 3.14159 1e-10 0xDEADBEEF",
+        "don't can't won't I'm you're we've they'll he'd", "Hello <mask> world", "Hello<mask>world", "<mask>",
+        " <mask> start", "two <mask> <mask> masks", "<s>literal</s> specials <pad> <unk>", "</s></s>",
+        "https://example.com/path?q=1&x=2#frag", "e-mail: someone@example.org", "C++ and C# and F#",
+        "((nested [brackets] {here}))", "...!!!???", "    indented code();", "UPPER lower MiXeD",
+    ]
+    edited = []
+    for line in lines[:200]:
+        words = line.split()
+        rng.shuffle(words)
+        edited.append(" " + " ".join(words))
+        edited.append(line.upper())
+    return lines + extra + edited
+
+
+def assert_parity(ours, theirs, texts):
+    for text in texts:
+        assert ours.encode(text) == theirs(text)["input_ids"], text
+        for n in (2, 5, 8, 16):
+            expected = theirs(text, truncation=True, max_length=n)["input_ids"]
+            assert ours.encode(text, max_length=n) == expected, (text, n)
+    batch = theirs(texts)["input_ids"]
+    assert ours.encode_batch(texts) == batch
+    assert ours.encode_batch(texts, max_length=12) == theirs(texts, truncation=True, max_length=12)["input_ids"]
+    for a, b in zip(texts[:120], texts[60:180]):
+        assert ours.encode_pair(a, b) == theirs(a, b)["input_ids"], (a, b)
+        assert ours.encode_pair(a, b, max_length=10) == theirs(a, b, truncation=True, max_length=10)["input_ids"]
+    for ids in batch[:100]:
+        assert ours.decode(ids) == theirs.decode(ids, skip_special_tokens=True)
+        assert ours.decode(ids, skip_special_tokens=False) == theirs.decode(ids)

@@ -75,7 +75,7 @@ def another_config(ckpt: Path) -> None:
 
 
 def big_tokenizer(tmp: Path, tiny_checkpoint: Path) -> None:
-    from litgpt.tokenizer import train_tokenizer
+    from litgpt.train_tokenizer import train_tokenizer
 
     words = [f"word{i} thing{i * 7} item{i * 13}" for i in range(3000)]
     train_tokenizer(words, vocab_size=2000, out_dir=tmp / "big_tokenizer", min_frequency=1)

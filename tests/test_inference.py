@@ -52,7 +52,7 @@ def lit_config(tokenizer, **kwargs) -> Config:
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
-    from litgpt.tokenizer import train_tokenizer
+    from litgpt.train_tokenizer import train_tokenizer
 
     out = tmp_path_factory.mktemp("tokenizer")
     train_tokenizer(CORPUS * 4, vocab_size=300, out_dir=out)
@@ -411,7 +411,7 @@ def test_download_from_local_folder_converts_and_renames(hf_mlm_dir, tmp_path, c
     config = json.loads((bad / "config.json").read_text())
     config["model_type"] = "bert"
     (bad / "config.json").write_text(json.dumps(config))
-    with pytest.raises(UsageError, match="expected a RoBERTa checkpoint"):
+    with pytest.raises(UsageError, match="expected a RoBERTa or BERT checkpoint"):
         download_from_hub("other/bert", checkpoint_dir=checkpoints, source_dir=bad)
     assert sorted(p.name for p in checkpoints.iterdir()) == ["someorg"]
     capsys.readouterr()
@@ -423,7 +423,7 @@ def test_download_tokenizer_only(hf_mlm_dir, tmp_path, capsys):
     checkpoints = tmp_path / "checkpoints"
     download_from_hub("org/tok", checkpoint_dir=checkpoints, tokenizer_only=True, source_dir=hf_mlm_dir)
     target = checkpoints / "org" / "tok"
-    assert sorted(p.name for p in target.iterdir()) == sorted(TOKENIZER_FILES)
+    assert sorted(p.name for p in target.iterdir()) == sorted(set(TOKENIZER_FILES) - {"vocab.txt"})  # RoBERTa's
     # into an existing checkpoint: the tokenizer files are refreshed, the weights stay
     download_from_hub("org/full", checkpoint_dir=checkpoints, source_dir=hf_mlm_dir)
     (checkpoints / "org" / "full" / "tokenizer.json").unlink()
@@ -483,7 +483,9 @@ def test_download_without_network_fails_in_one_line(tmp_path, env, message):
 def test_download_list_and_bad_repo_id(capsys):
     cli(["download", "list"])
     assert capsys.readouterr().out.split() == [
-        "FacebookAI/roberta-base", "FacebookAI/roberta-large", "distilbert/distilroberta-base"
+        "FacebookAI/roberta-base", "FacebookAI/roberta-large", "distilbert/distilroberta-base",
+        "google-bert/bert-base-uncased", "google-bert/bert-large-uncased", "sentence-transformers/all-MiniLM-L6-v2",
+        "sentence-transformers/all-MiniLM-L12-v2",
     ]
     _, err = cli_error(capsys, ["download", "not/a/repo"])
     assert err.startswith("error: 'not/a/repo': not a HuggingFace repo id")

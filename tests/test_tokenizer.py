@@ -2,39 +2,15 @@
 training and the train_tokenizer command."""
 
 import json
-import random
 import shutil
 from pathlib import Path
 
 import pytest
-from conftest import assert_usage_error, demo_lines, run_cli, write_files
+from conftest import assert_parity, assert_usage_error, demo_lines, run_cli, varied_texts, write_files
 
-from litgpt.tokenizer import Tokenizer, train_tokenizer, train_tokenizer_command
+from litgpt.tokenizer import Tokenizer
+from litgpt.train_tokenizer import train_tokenizer, train_tokenizer_command
 from litgpt.utils import UsageError
-
-
-def varied_texts():
-    """A few hundred sentences: the demo sentences, edited, plus unicode, whitespace, long words and special tokens."""
-    rng = random.Random(0)
-    lines = demo_lines()
-    extra = [
-        "", " ", "  ", "\n", "\t", "a", " a", "  leading spaces", "trailing spaces   ", "tabs\tand\nnew\r\nlines",
-        "Café naïve façade jalapeño über Straße", "東京は日本の首都です。", "Москва — столица России.",
-        "emoji 😀🎉👍🏽 and 👨‍👩‍👧", "مرحبا بالعالم",
-        "Ελληνικά γράμματα", "ｆｕｌｌｗｉｄｔｈ", "\u200bzero\u200dwidth",
-        "pneumonoultramicroscopicsilicovolcanoconiosis", "x" * 300, "ab" * 200, "1234567890 3.14159 1e-10 0xDEADBEEF",
-        "don't can't won't I'm you're we've they'll he'd", "Hello <mask> world", "Hello<mask>world", "<mask>",
-        " <mask> start", "two <mask> <mask> masks", "<s>literal</s> specials <pad> <unk>", "</s></s>",
-        "https://example.com/path?q=1&x=2#frag", "e-mail: someone@example.org", "C++ and C# and F#",
-        "((nested [brackets] {here}))", "...!!!???", "    indented code();", "UPPER lower MiXeD",
-    ]
-    edited = []
-    for line in lines[:200]:
-        words = line.split()
-        rng.shuffle(words)
-        edited.append(" " + " ".join(words))
-        edited.append(line.upper())
-    return lines + extra + edited
 
 
 @pytest.fixture(scope="module")
@@ -64,23 +40,6 @@ def hf(path):
     # transformers 5 silently builds a 5-token tokenizer when it does not find the files: make sure it did
     assert len(tok) == Tokenizer(path).vocab_size > 256
     return tok
-
-
-def assert_parity(ours, theirs, texts):
-    for text in texts:
-        assert ours.encode(text) == theirs(text)["input_ids"], text
-        for n in (2, 5, 8, 16):
-            expected = theirs(text, truncation=True, max_length=n)["input_ids"]
-            assert ours.encode(text, max_length=n) == expected, (text, n)
-    batch = theirs(texts)["input_ids"]
-    assert ours.encode_batch(texts) == batch
-    assert ours.encode_batch(texts, max_length=12) == theirs(texts, truncation=True, max_length=12)["input_ids"]
-    for a, b in zip(texts[:120], texts[60:180]):
-        assert ours.encode_pair(a, b) == theirs(a, b)["input_ids"], (a, b)
-        assert ours.encode_pair(a, b, max_length=10) == theirs(a, b, truncation=True, max_length=10)["input_ids"]
-    for ids in batch[:100]:
-        assert ours.decode(ids) == theirs.decode(ids, skip_special_tokens=True)
-        assert ours.decode(ids, skip_special_tokens=False) == theirs.decode(ids)
 
 
 def test_trained_tokenizer_matches_transformers(trained_dir):

@@ -198,12 +198,13 @@ def resolve_weights(model_name: str, from_scratch: bool, data: ClassificationDat
     """(config, state dict or None for random init, tokenizer, one line saying where the weights came from)."""
     known = ", ".join(sorted(name_to_config))
     if from_scratch:
-        from litgpt.tokenizer import train_tokenizer
+        from litgpt.train_tokenizer import train_tokenizer
 
         if model_name not in name_to_config:
             raise UsageError(f"--from_scratch: --model_name {model_name!r} is not a registry config; known: {known}")
         config = Config.from_name(model_name)
-        tokenizer = train_tokenizer(data.train.texts, vocab_size=config.vocab_size)
+        tokenizer = train_tokenizer(data.train.texts, vocab_size=config.vocab_size,
+                                    kind="wordpiece" if config.model_type == "bert" else "bpe")
         config = replace(config, pad_token_id=tokenizer.pad_id, bos_token_id=tokenizer.bos_id,
                          eos_token_id=tokenizer.eos_id, mask_token_id=tokenizer.mask_id)
         source = (f"random init from the {model_name} config (--from_scratch), tokenizer trained on "

@@ -31,7 +31,7 @@ def download_from_hub(
     tokenizer_only: bool = False,
     source_dir: Optional[Path] = None,
 ) -> None:
-    """Download a RoBERTa checkpoint from the HuggingFace Hub into `checkpoint_dir/REPO_ID` and convert it.
+    """Download a RoBERTa or BERT checkpoint from the HuggingFace Hub into `checkpoint_dir/REPO_ID` and convert it.
 
     Fetches config.json, the tokenizer files and the weights (`model.safetensors`; `pytorch_model.bin` only when
     the repo has no safetensors), then writes `lit_model.pth` + `model_config.yaml` beside them.
@@ -58,7 +58,7 @@ def download_from_hub(
         folder = source_dir
     else:
         folder = fetch_from_hub(repo_id, access_token, tokenizer_only)
-    files = select_files((p.name for p in folder.iterdir() if p.is_file()), tokenizer_only)
+    files = select_files((p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()), tokenizer_only)
     if not tokenizer_only and not any(f in files for f in CONFIG_FILES):
         raise UsageError(f"{repo_id}: no config.json in {folder}; is it a HuggingFace model repo?")
     if not tokenizer_only and all(f in TOKENIZER_FILES + CONFIG_FILES for f in files):
@@ -147,6 +147,7 @@ def replace_dir(staging: Path, target: Path) -> None:
 def link_or_copy(src: Path, dst: Path) -> None:
     """Hard-links from the HF cache when it is on the same disk (no second copy of the weights), else copies."""
     src = src.resolve()
+    dst.parent.mkdir(parents=True, exist_ok=True)  # 1_Pooling/config.json
     try:
         os.link(src, dst)
     except OSError:
