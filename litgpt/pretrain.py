@@ -50,7 +50,7 @@ from litgpt.utils import (
 
 
 def setup(
-    model_name: str = "roberta-base",
+    model_name: Optional[str] = None,
     data_dir: Optional[Path] = None,
     data: Optional[DataModule] = None,
     out_dir: Path = Path("out/pretrain"),
@@ -74,7 +74,8 @@ def setup(
     """Pretrain RoBERTa with masked language modelling (or `--train.objective clm`).
 
     Args:
-        model_name: Registry name of the architecture (`litgpt pretrain list` shows them).
+        model_name: Registry name of the architecture (`litgpt pretrain list` shows them). Default: roberta-base,
+            or with --initial_checkpoint_dir that checkpoint's architecture (BERT's too).
         data_dir: Folder of the test dataset (`test.txt`); created with demo sentences if missing.
             Ignored when `--data` is given.
         data: A data module for real corpora, e.g. `--data TextFiles --data.train_data_path corpus/`.
@@ -105,7 +106,9 @@ def setup(
     eval.validate()
     check_precision(precision)
     check_devices(devices)
-    config = Config.resolve(model_name, model_config)
+    # no --model_name: the initial checkpoint's architecture, when there is one
+    from_initial = model_name is None and model_config is None and initial_checkpoint_dir is not None
+    config = None if from_initial else Config.resolve(model_name or "roberta-base", model_config)
     out_dir = check_writable_dir(out_dir, "--out_dir")
     resume_path = resolve_resume(resume, out_dir)
     if resume_path is None and (iter_checkpoints(out_dir) or (out_dir / "final").exists()):
@@ -114,7 +117,8 @@ def setup(
     resume_state = None
     if resume_path is not None:  # checked before any work starts: the checkpoint must fit the requested model
         resume_state = {**load_training_state(resume_path), "resumed_from": str(resume_path)}
-        check_same_architecture(Config(**resume_state["model_config"]), config, str(resume_path))
+        if config is not None:
+            check_same_architecture(Config(**resume_state["model_config"]), config, str(resume_path))
         remove_partial_writes(out_dir)
     if data is None:
         from litgpt.data.test_data import TestData
@@ -135,7 +139,7 @@ def setup(
                   resume_state, train, eval, compile, seed, hparams)
 
 
-def main(fabric, config: Config, data: DataModule, out_dir: Path, tokenizer_dir: Optional[Path],
+def main(fabric, config: Optional[Config], data: DataModule, out_dir: Path, tokenizer_dir: Optional[Path],
          tokenizer_vocab_size: Optional[int], initial_checkpoint_dir: Optional[Path],
          resume_state: Optional[Dict[str, Any]], train: TrainArgs, eval: EvalArgs, compile: bool, seed: int,
          hparams: Dict[str, Any]) -> None:
@@ -145,7 +149,8 @@ def main(fabric, config: Config, data: DataModule, out_dir: Path, tokenizer_dir:
     initial = None
     if initial_checkpoint_dir is not None and resume_state is None:
         initial = load_checkpoint(initial_checkpoint_dir)
-        check_same_architecture(initial.config, config, str(initial_checkpoint_dir))
+        if config is not None:
+            check_same_architecture(initial.config, config, str(initial_checkpoint_dir))
         config = initial.config
 
     tokenizer = prepare_tokenizer(fabric, data, out_dir, tokenizer_dir, tokenizer_vocab_size,

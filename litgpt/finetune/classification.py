@@ -238,6 +238,9 @@ def load_weights(model: RobertaForSequenceClassification, state: Dict[str, torch
         part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if not part and prefix == "classifier.":
             continue
+        if prefix == "roberta." and model.roberta.pooler is not None and "pooler.weight" not in part:
+            # BERT from a masked LM, which has no pooler: it starts fresh, as in HF's BertForSequenceClassification
+            part.update({k: v for k, v in module.state_dict().items() if k.startswith("pooler.")})
         check_state_dict(module, part, source)
         if not check_only:
             module.load_state_dict(part)
