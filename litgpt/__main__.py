@@ -22,9 +22,9 @@ COMMANDS = {
                         "train a BPE or WordPiece tokenizer on text files"),
     "download": ("litgpt.scripts.download:download_from_hub", "fetch a checkpoint from the HuggingFace Hub"),
     "convert_to_litgpt": ("litgpt.scripts.convert_hf_checkpoint:convert_hf_checkpoint",
-                          "convert a HuggingFace RoBERTa folder into a litgpt checkpoint"),
+                          "convert a HuggingFace RoBERTa or BERT folder into a litgpt checkpoint"),
     "convert_from_litgpt": ("litgpt.scripts.convert_lit_checkpoint:convert_lit_checkpoint",
-                            "convert a litgpt checkpoint into a HuggingFace RoBERTa folder"),
+                            "convert a litgpt checkpoint into a HuggingFace RoBERTa or BERT folder"),
 }
 
 

@@ -123,7 +123,7 @@ def embed_file(embedder, path: Path, output: Path) -> None:
     import numpy as np
     from tqdm import tqdm
 
-    from litgpt.utils import atomic_path
+    from litgpt.utils import atomic_path, release_freed_memory
 
     total = sum(1 for _ in iter_texts(path))  # a first, cheap pass sizes the .npy and the progress bar
     if total == 0:
@@ -145,6 +145,7 @@ def embed_file(embedder, path: Path, output: Path) -> None:
                                     for t, v in zip(chunk, vectors.tolist()))
                 done += len(chunk)
                 bar.update(len(chunk))
+                release_freed_memory()  # keeps the memory flat over a long file
         finally:
             if rows is not None:
                 rows.flush()

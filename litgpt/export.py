@@ -1,5 +1,5 @@
-"""Writing a HuggingFace RoBERTa folder that `transformers` loads with `from_pretrained`, from any litgpt state dict,
-and the finetuning `output_dir` built on it (which folders may be written, what goes in them).
+"""Writing a HuggingFace RoBERTa or BERT folder that `transformers` loads with `from_pretrained`, from any litgpt
+state dict, and the finetuning `output_dir` built on it (which folders may be written, what goes in them).
 
 `litgpt convert_from_litgpt` and every finetuning task export through `save_hf_dir`.
 """

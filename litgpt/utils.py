@@ -166,3 +166,24 @@ def pad_right(seqs: Sequence[torch.Tensor], value: int) -> torch.Tensor:
     if not seqs:
         raise ValueError("cannot collate an empty batch")
     return torch.nn.utils.rnn.pad_sequence(list(seqs), batch_first=True, padding_value=value)
+
+
+def release_freed_memory() -> None:
+    """Hands the heap memory that freed tensors left behind back to the OS (glibc's `malloc_trim`; a no-op where
+    there is none). A long inference run over batches of ever-different shapes otherwise grows glibc's heap with
+    fragments it never reuses: `litgpt embed --input` on 100k lines reached 4.2 GB instead of staying near 1.3 GB."""
+    import ctypes
+    import ctypes.util
+
+    global _LIBC
+    if _LIBC is None:
+        name = ctypes.util.find_library("c")
+        try:
+            _LIBC = ctypes.CDLL(name) if name else False
+        except OSError:
+            _LIBC = False
+    if _LIBC and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
+
+
+_LIBC: Any = None

@@ -27,7 +27,7 @@ def runnable_blocks(readme: str):
 
 def test_blocks_are_found():
     blocks = runnable_blocks((ROOT / "README.md").read_text(encoding="utf-8"))
-    assert [lang for lang, _ in blocks] == ["bash", "bash", "python", "bash"]
+    assert [lang for lang, _ in blocks] == ["bash", "bash", "python", "bash", "bash"]
     assert blocks[0][1].startswith(SETUP)
 
 
@@ -79,3 +79,16 @@ def test_demo_classifier_is_accurate_and_names_its_classes(demo):
     assert re.search(r"^(positive|negative)\t", outputs[0], re.MULTILINE), outputs[0][-2000:]
     predictions = json.loads(outputs[1].strip().splitlines()[-1])
     assert [p["label"] for p in predictions] == ["negative", "positive"]  # two held-out reviews
+
+
+def test_real_checkpoint_ranks_by_meaning_and_beats_the_from_scratch_demo(demo):
+    work, outputs = demo
+    ranking = [line.split("\t", 1)[1] for line in outputs[3].splitlines() if re.match(r"-?\d\.\d{4}\t", line)]
+    assert ranking[0] == "Boil the noodles in salted water for ten minutes.", outputs[3]
+    assert ranking[-1] in ("The stock market fell sharply today.", "My cat sleeps all afternoon.")
+    minilm = json.loads((work / "out" / "minilm_finetuned" / "metrics.json").read_text())
+    scratch = json.loads((work / "out" / "roberta_finetuned" / "metrics.json").read_text())
+    assert minilm["accuracy"] >= 0.9 and minilm["accuracy"] > scratch["accuracy"], (minilm["accuracy"],
+                                                                                    scratch["accuracy"])
+    config = json.loads((work / "out" / "minilm_finetuned" / "config.json").read_text())
+    assert config["architectures"] == ["BertForSequenceClassification"]

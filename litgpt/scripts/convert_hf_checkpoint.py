@@ -1,4 +1,5 @@
-"""`litgpt convert_to_litgpt`: a HuggingFace RoBERTa dir -> a litgpt checkpoint (`lit_model.pth` + `model_config.yaml`).
+"""`litgpt convert_to_litgpt`: a HuggingFace RoBERTa or BERT dir -> a litgpt checkpoint (`lit_model.pth` +
+`model_config.yaml`).
 
 The mapping lives in `litgpt/convert.py`, the reading in `litgpt/checkpoint.py`.
 """
@@ -15,7 +16,7 @@ from litgpt.utils import UsageError, atomic_torch_save
 
 @torch.inference_mode()
 def convert_hf_checkpoint(checkpoint_dir: Path, model_name: Optional[str] = None) -> None:
-    """Convert a HuggingFace RoBERTa checkpoint dir into a litgpt checkpoint dir, in place.
+    """Convert a HuggingFace RoBERTa or BERT checkpoint dir into a litgpt checkpoint dir, in place.
 
     Writes `lit_model.pth` and `model_config.yaml` beside the HF files and keeps the tokenizer files
     (adding `tokenizer.json` when only `vocab.json`/`merges.txt` are present).
@@ -39,10 +40,12 @@ def convert_hf_checkpoint(checkpoint_dir: Path, model_name: Optional[str] = None
 
 
 def ensure_tokenizer_json(checkpoint_dir: Path) -> None:
-    """HF RoBERTa dirs may ship only `vocab.json` + `merges.txt`; write `tokenizer.json` so every command reads it."""
+    """HF dirs may ship only `vocab.json` + `merges.txt` (RoBERTa) or `vocab.txt` (BERT); write `tokenizer.json` so
+    every command reads it."""
     if (checkpoint_dir / "tokenizer.json").is_file():
         return
-    if (checkpoint_dir / "vocab.json").is_file() and (checkpoint_dir / "merges.txt").is_file():
+    bpe = (checkpoint_dir / "vocab.json").is_file() and (checkpoint_dir / "merges.txt").is_file()
+    if bpe or (checkpoint_dir / "vocab.txt").is_file():
         from litgpt.tokenizer import Tokenizer
 
         Tokenizer(checkpoint_dir).save(checkpoint_dir)

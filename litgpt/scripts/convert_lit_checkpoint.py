@@ -1,4 +1,4 @@
-"""`litgpt convert_from_litgpt`: a litgpt checkpoint -> a HuggingFace RoBERTa dir (see `litgpt/export.py`)."""
+"""`litgpt convert_from_litgpt`: a litgpt checkpoint -> a HuggingFace RoBERTa or BERT dir (see `litgpt/export.py`)."""
 
 from pathlib import Path
 
@@ -12,7 +12,7 @@ from litgpt.utils import UsageError
 def convert_lit_checkpoint(
     checkpoint_dir: Path, output_dir: Path, safetensors: bool = True, pytorch_bin: bool = False
 ) -> None:
-    """Convert a litgpt checkpoint into a HuggingFace RoBERTa dir.
+    """Convert a litgpt checkpoint into a HuggingFace RoBERTa or BERT dir.
 
     Args:
         checkpoint_dir: A litgpt checkpoint dir (`lit_model.pth` + `model_config.yaml`), a pretraining

@@ -1,4 +1,5 @@
-"""`litgpt download`: fetch a RoBERTa checkpoint from the HuggingFace Hub and convert it to a litgpt checkpoint dir.
+"""`litgpt download`: fetch a RoBERTa or BERT checkpoint from the HuggingFace Hub and convert it to a litgpt
+checkpoint dir.
 
 The files land in a hidden staging folder beside the target and are renamed onto `checkpoint_dir/ORG/NAME` only
 once the conversion succeeded: a checkpoint dir is never half-written, and a failed download leaves nothing behind.
