@@ -111,7 +111,8 @@ class EvalArgs:
 
 @dataclass
 class FinetuneArgs:
-    """Finetune RoBERTa for sequence classification and evaluate it on the test split after every epoch.
+    """Finetune an encoder (RoBERTa, BERT) for sequence classification and evaluate it on the test split after every
+    epoch.
 
     Args:
         data_dir: Folder with the train and test splits: train.json/test.json (a list of {"text", "label"}),
@@ -119,7 +120,7 @@ class FinetuneArgs:
         output_dir: Where the finetuned model goes: config.json, pytorch_model.bin, tokenizer files, classifier.pt,
             metrics.json (and train_state.pt for --resume). Must be new, empty or a previous finetuning output.
         model_name: Weights to start from: a litgpt checkpoint dir, a pretraining out_dir (its best.pt), a
-            HuggingFace RoBERTa dir, or a name such as roberta-base (from checkpoints/ when `litgpt download`
+            HuggingFace RoBERTa or BERT dir, or a name such as roberta-base (from checkpoints/ when `litgpt download`
             put it there, else from the HuggingFace Hub). With --from_scratch: a registry config name.
         num_labels: Number of classes.
         batch_size: Training batch size (per device).
@@ -146,6 +147,15 @@ class FinetuneArgs:
         label_names: Class names in id order, e.g. `--label_names '[negative, positive]'`; they map string labels
             in the data to ids and name the classes in config.json and metrics.json. Defaults to the names in
             `data_dir/labels.txt` (one per line, in id order) when there is one.
+        lora_r: LoRA rank; 0 (the default) finetunes every weight. With a rank, only the low-rank adapters on
+            --lora_targets and the classification head train, and output_dir gets `lora.pt` (those tensors alone)
+            and `adapter_config.json`, which `litgpt classify` and `litgpt.api` load on top of --model_name.
+        lora_alpha: LoRA scaling: the update is (lora_alpha / lora_r) B A x.
+        lora_dropout: Dropout on the adapters' input.
+        lora_targets: Comma-separated layers of every block that get an adapter: qkv (attention in), proj
+            (attention out), fc and mlp_proj (the feed-forward layers).
+        merge: With LoRA, also write the model with the adapters folded into its weights: config.json and
+            pytorch_model.bin, a plain HuggingFace classifier like full finetuning writes.
     """
 
     data_dir: Optional[Path] = None
@@ -169,6 +179,11 @@ class FinetuneArgs:
     resume: bool = False
     max_grad_norm: Optional[float] = 1.0
     label_names: Optional[List[str]] = None
+    lora_r: int = 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    lora_targets: str = "qkv,proj,fc"
+    merge: bool = False
 
 
 def check_finetune_args(args: FinetuneArgs) -> None:
@@ -199,5 +214,21 @@ def check_finetune_args(args: FinetuneArgs) -> None:
         raise UsageError(f"--max_length {args.max_length}: must be at least 3 (<s>, a token, </s>)")
     if args.max_length > MAX_POSITIONS:
         raise UsageError(f"--max_length {args.max_length}: RoBERTa reads at most {MAX_POSITIONS} tokens")
+    if isinstance(args.lora_r, bool) or not isinstance(args.lora_r, int) or args.lora_r < 0:
+        raise UsageError(f"--lora_r {args.lora_r}: must be 0 (no LoRA) or a positive rank")
+    if args.lora_r:
+        from litgpt.model_roberta import LORA_TARGETS
+
+        unknown = [t for t in args.lora_targets.split(",") if t.strip() not in LORA_TARGETS]
+        if unknown or not args.lora_targets.strip():
+            raise UsageError(f"--lora_targets {args.lora_targets!r}: expected a comma-separated list of "
+                             f"{', '.join(LORA_TARGETS)}")
+        if not args.lora_alpha > 0 or not 0 <= args.lora_dropout < 1:
+            raise UsageError(f"--lora_alpha {args.lora_alpha} / --lora_dropout {args.lora_dropout}: expected alpha > 0"
+                             " and a dropout in [0, 1)")
+        if args.from_scratch:
+            raise UsageError("--lora_r: LoRA adapts pretrained weights; it does not go with --from_scratch")
+    elif args.merge:
+        raise UsageError("--merge folds LoRA adapters into the weights; it needs --lora_r")
     check_precision(args.precision)
     check_devices(args.devices)

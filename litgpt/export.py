@@ -7,7 +7,7 @@ state dict, and the finetuning `output_dir` built on it (which folders may be wr
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import yaml
@@ -51,6 +51,9 @@ def save_hf_dir(
 # ---- a finetuning output_dir ------------------------------------------------------------------------------------
 STATE_FILE = "train_state.pt"
 HPARAMS_FILE = "hyperparameters.yaml"
+ADAPTER_FILES = ("lora.pt", "adapter_config.json")
+RESULT_FILES = ("metrics.json", "config.json", "pytorch_model.bin", "model.safetensors", "classifier.pt",
+                *ADAPTER_FILES)
 
 
 def check_output_dir(output_dir: Path, data_dir: Path, resume: bool) -> None:
@@ -88,7 +91,8 @@ def prepare_output_dir(output_dir: Path, hparams: Dict[str, Any], tokenizer, con
     if not resuming and (output_dir / "metrics.json").is_file():
         print(f"note: replacing the finished finetuning run in {output_dir}", file=sys.stderr)
     atomic_write_text(output_dir / HPARAMS_FILE, yaml.safe_dump({"command": "finetune", **hparams}, sort_keys=False))
-    (output_dir / "metrics.json").unlink(missing_ok=True)
+    for name in RESULT_FILES:  # this run writes its own; none of another run's may be left to mix with them
+        (output_dir / name).unlink(missing_ok=True)
     if not resuming:
         (output_dir / STATE_FILE).unlink(missing_ok=True)
         tokenizer.save(output_dir, model_max_length=config.block_size)
@@ -103,3 +107,24 @@ def save_finetuned(output_dir: Path, weights: Dict[str, torch.Tensor], config: C
     head = {k: v.float().contiguous() for k, v in weights.items() if k.startswith("classifier.")}
     atomic_torch_save(head, output_dir / "classifier.pt")
     atomic_write_text(output_dir / "metrics.json", report_json(report))
+
+
+def save_adapters(output_dir: Path, weights: Dict[str, torch.Tensor], config: Config, report: Dict[str, Any],
+                  args, trainable: List[str]) -> None:
+    """LoRA's output: `lora.pt` (only the tensors that trained: the adapters and the head), `adapter_config.json`
+    (the base weights they go on, the LoRA settings, the model's config) and `metrics.json`. With `--merge` also
+    the plain model, the adapters folded into its weights (`save_finetuned`)."""
+    from litgpt.kernels import fold_lora
+
+    atomic_torch_save({k: weights[k].contiguous() for k in trainable}, output_dir / "lora.pt")
+    base = Path(args.model_name).expanduser()
+    spec = {"base": str(base.resolve()) if base.exists() else args.model_name, "lora_r": args.lora_r,
+            "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout,
+            "lora_targets": args.lora_targets.split(","), "model_config": config.to_dict()}
+    atomic_write_text(output_dir / "adapter_config.json", json.dumps(spec, indent=2) + "\n")
+    if args.merge:
+        save_finetuned(output_dir, fold_lora(weights, args.lora_alpha / args.lora_r), config, report)
+    else:
+        from litgpt.metrics import report_json
+
+        atomic_write_text(output_dir / "metrics.json", report_json(report))

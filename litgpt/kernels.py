@@ -5,12 +5,15 @@
   they depend on), and the attention call that goes with that layout;
 - `linear`: fp32 linear layers on oneDNN's CPU kernels, with bias and GELU fused in at inference;
 - `TiedEmbedding`: one autograd node for the word embeddings and the tied MLM decoder;
-- `residual_add`, `no_autograd`: in-place writes into fresh buffers at inference.
+- `residual_add`, `no_autograd`: in-place writes into fresh buffers at inference;
+- `Linear`, `LoRALinear`: the model's linear layers (through `linear`), and LoRA's low-rank update on top of them.
 """
 
-from typing import Optional, Tuple
+import math
+from typing import Dict, Iterable, Optional, Tuple
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 
@@ -219,3 +222,61 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], 
         return y
     # at inference GELU may overwrite its input: the [tokens, 4 * n_embd] buffer is the largest activation
     return torch._C._nn.gelu_(y) if no_autograd(y) else F.gelu(y)
+
+
+class Linear(nn.Linear):
+    """`nn.Linear` through `linear`; `rows` computes only a slice of the outputs (the attention's queries, or its
+    keys and values), `gelu` applies GELU after."""
+
+    def forward(self, x: torch.Tensor, rows: slice = slice(None), gelu: bool = False) -> torch.Tensor:
+        return linear(x, self.weight[rows], None if self.bias is None else self.bias[rows], gelu)
+
+
+class LoRALinear(Linear):
+    """LoRA (Hu et al., 2021): `W x + (alpha / r) B A dropout(x)` with `W` frozen and only `A` `[r, in]` and `B`
+    `[out, r]` trained. `B` starts at zero, so a fresh adapter leaves the model as it was."""
+
+    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float) -> None:
+        super().__init__(base.in_features, base.out_features, base.bias is not None, base.weight.device,
+                         base.weight.dtype)
+        self.load_state_dict(base.state_dict())
+        self.weight.requires_grad_(False)
+        if self.bias is not None:
+            self.bias.requires_grad_(False)
+        self.scaling = alpha / r
+        self.lora_A = nn.Parameter(torch.empty(r, self.in_features, device=self.weight.device))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, device=self.weight.device))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # as nn.Linear initialises its weight
+        self.lora_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, rows: slice = slice(None), gelu: bool = False) -> torch.Tensor:
+        update = F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B[rows]) * self.scaling
+        y = super().forward(x, rows) + update
+        return F.gelu(y) if gelu else y
+
+
+def add_lora(model: nn.Module, targets: Iterable[str], r: int, alpha: float, dropout: float) -> int:
+    """Replaces every `Linear` whose qualified name ends with one of `targets` (e.g. `attn.qkv`) by a `LoRALinear`,
+    freezes every other parameter, and returns how many layers got an adapter (the caller unfreezes its heads)."""
+    targets = tuple(targets)
+    found = [(name, module) for name, module in model.named_modules()
+             if isinstance(module, Linear) and not isinstance(module, LoRALinear) and name.endswith(targets)]
+    for param in model.parameters():
+        param.requires_grad_(False)
+    for name, module in found:
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, LoRALinear(module, r, alpha, dropout).train(module.training))
+    return len(found)
+
+
+def fold_lora(state: Dict[str, torch.Tensor], scaling: float) -> Dict[str, torch.Tensor]:
+    """A state dict with adapters -> the plain one: every `W` becomes `W + scaling B A` and the adapters go. The
+    model it loads into computes what the model with adapters computed."""
+    folded = {k: v for k, v in state.items() if ".lora_" not in k}
+    for key in state:
+        if key.endswith(".lora_A"):
+            prefix = key[: -len("lora_A")]
+            weight = folded[prefix + "weight"]
+            update = state[prefix + "lora_B"].float() @ state[key].float()
+            folded[prefix + "weight"] = (weight.float() + scaling * update).to(weight.dtype)
+    return folded

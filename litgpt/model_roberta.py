@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from litgpt.config import Config
-from litgpt.kernels import TiedEmbedding, TokenLayout, linear, residual_add
+from litgpt.kernels import Linear, TiedEmbedding, TokenLayout, linear, residual_add
 
 
 def position_ids(input_ids: torch.Tensor, config: Config) -> torch.Tensor:
@@ -136,33 +136,31 @@ class Block(nn.Module):
 class SelfAttention(nn.Module):
     def __init__(self, config: Config) -> None:
         super().__init__()
-        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)  # one fused projection for queries, keys, values
-        self.proj = nn.Linear(config.n_embd, config.n_embd)
+        self.qkv = Linear(config.n_embd, 3 * config.n_embd)  # one fused projection for queries, keys, values
+        self.proj = Linear(config.n_embd, config.n_embd)
         self.n_head = config.n_head
         self.dropout = config.attention_dropout
 
     def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
-        qkv = linear(x, self.qkv.weight, self.qkv.bias)
-        y = layout.attention(qkv, self.n_head, self.dropout if self.training else 0.0)
-        return linear(y, self.proj.weight, self.proj.bias)
+        y = layout.attention(self.qkv(x), self.n_head, self.dropout if self.training else 0.0)
+        return self.proj(y)
 
     def at_selected(self, x: torch.Tensor, x_sel: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         """Queries only at the selected rows `x_sel`; keys and values from every row of `x`."""
         C = x.size(-1)
-        q = linear(x_sel, self.qkv.weight[:C], self.qkv.bias[:C])
-        kv = linear(x, self.qkv.weight[C:], self.qkv.bias[C:])
+        q, kv = self.qkv(x_sel, rows=slice(0, C)), self.qkv(x, rows=slice(C, None))
         y = layout.attention_at_selected(q, kv, self.n_head, self.dropout if self.training else 0.0)
-        return linear(y, self.proj.weight, self.proj.bias)
+        return self.proj(y)
 
 
 class MLP(nn.Module):
     def __init__(self, config: Config) -> None:
         super().__init__()
-        self.fc = nn.Linear(config.n_embd, config.intermediate_size)
-        self.proj = nn.Linear(config.intermediate_size, config.n_embd)
+        self.fc = Linear(config.n_embd, config.intermediate_size)
+        self.proj = Linear(config.intermediate_size, config.n_embd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(linear(x, self.fc.weight, self.fc.bias, gelu=True), self.proj.weight, self.proj.bias)
+        return self.proj(self.fc(x, gelu=True))
 
 
 class LMHead(nn.Module):
@@ -170,12 +168,12 @@ class LMHead(nn.Module):
 
     def __init__(self, config: Config) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.n_embd, config.n_embd)
+        self.dense = Linear(config.n_embd, config.n_embd)
         self.norm = nn.LayerNorm(config.n_embd, eps=config.norm_eps)
         self.bias = nn.Parameter(torch.zeros(config.padded_vocab_size))
 
     def forward(self, x: torch.Tensor, decoder_weight: torch.Tensor) -> torch.Tensor:
-        return linear(self.norm(linear(x, self.dense.weight, self.dense.bias, gelu=True)), decoder_weight, self.bias)
+        return linear(self.norm(self.dense(x, gelu=True)), decoder_weight, self.bias)
 
 
 class ClassificationHead(nn.Module):
@@ -286,6 +284,10 @@ class RobertaForSequenceClassification(_RobertaPreTrained):
         first[:, 0] = True
         return self.classifier(self.roberta.hidden_at(input_ids, attention_mask, first, token_type_ids),
                                self.roberta.pooler)
+
+
+# `--lora_targets` names -> the linear layers of every block that get an adapter (`kernels.add_lora`)
+LORA_TARGETS = {"qkv": "attn.qkv", "proj": "attn.proj", "fc": "mlp.fc", "mlp_proj": "mlp.proj"}
 
 
 def model_class_for_state_dict(state_dict) -> str:

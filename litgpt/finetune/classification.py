@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -23,16 +23,18 @@ from litgpt.args import FinetuneArgs, check_finetune_args
 from litgpt.checkpoint import check_state_dict, find_checkpoint
 from litgpt.config import Config, name_to_config
 from litgpt.data.classification import ClassificationDataModule
-from litgpt.export import STATE_FILE, check_output_dir, prepare_output_dir, save_finetuned
+from litgpt.export import STATE_FILE, check_output_dir, prepare_output_dir, save_adapters, save_finetuned
+from litgpt.kernels import add_lora
 from litgpt.metrics import ClassificationMetrics, format_report, metrics_report
-from litgpt.model_roberta import RobertaForSequenceClassification
+from litgpt.model_roberta import LORA_TARGETS, RobertaForSequenceClassification
 from litgpt.run import default_precision, make_fabric, plain, unwrap
 from litgpt.tokenizer import Tokenizer
 from litgpt.utils import UsageError, atomic_torch_save, capture_rng, make_adamw, restore_rng, safe_torch_load
 
 # what must not change between a run and its `--resume`, or the result would not be the uninterrupted run's
 RESUME_KEYS = ("num_labels", "batch_size", "learning_rate", "max_length", "seed", "warmup_ratio", "weight_decay",
-               "max_grad_norm", "precision", "use_agnews", "label_names")
+               "max_grad_norm", "precision", "use_agnews", "label_names", "lora_r", "lora_alpha", "lora_dropout",
+               "lora_targets")
 
 
 def setup(args: FinetuneArgs) -> None:
@@ -82,6 +84,8 @@ def main(fabric, args: FinetuneArgs, data: ClassificationDataModule, config: Con
     model = RobertaForSequenceClassification(config, config.num_labels)
     if weights is not None:
         load_weights(model, weights, source)
+    if args.lora_r:
+        add_lora_adapters(fabric, model, args)
     optimizer = make_adamw(model, args.learning_rate, args.weight_decay, fabric.device)
     scheduler = make_scheduler(optimizer, len(train_loader) * args.num_epochs, args.warmup_ratio)
     model, optimizer = fabric.setup(model, optimizer)
@@ -103,7 +107,10 @@ def main(fabric, args: FinetuneArgs, data: ClassificationDataModule, config: Con
         best = state["best"]
         report = metrics_report(best["metrics"], data.id2label, best["epoch"], state["epoch"], source)
         report["history"] = state["history"]
-        save_finetuned(Path(args.output_dir), best["model"], config, report)
+        if args.lora_r:
+            save_adapters(Path(args.output_dir), best["model"], config, report, args, trainable_names(model))
+        else:
+            save_finetuned(Path(args.output_dir), best["model"], config, report)
         print(format_report(report))
         print(f"Saved the finetuned model (epoch {best['epoch']}) to {args.output_dir}")
     fabric.barrier()
@@ -244,6 +251,23 @@ def load_weights(model: RobertaForSequenceClassification, state: Dict[str, torch
         check_state_dict(module, part, source)
         if not check_only:
             module.load_state_dict(part)
+
+
+def add_lora_adapters(fabric, model: RobertaForSequenceClassification, args: FinetuneArgs) -> None:
+    """LoRA on the encoder's --lora_targets; everything else is frozen but the classification head."""
+    targets = [LORA_TARGETS[t.strip()] for t in args.lora_targets.split(",")]
+    layers = add_lora(model.roberta, targets, args.lora_r, args.lora_alpha, args.lora_dropout)
+    model.classifier.requires_grad_(True)
+    if model.roberta.pooler is not None:  # BERT's pooler feeds the head (and may be fresh): it trains with it
+        model.roberta.pooler.requires_grad_(True)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    fabric.print(f"LoRA r={args.lora_r} on {layers} layers ({args.lora_targets}): {trainable:,} of {total:,} "
+                 f"parameters train ({100 * trainable / total:.2f}%)")
+
+
+def trainable_names(model: torch.nn.Module) -> List[str]:
+    return [name for name, p in unwrap(model).named_parameters() if p.requires_grad]
 
 
 def hparams(args: FinetuneArgs) -> Dict[str, Any]:

@@ -3,7 +3,7 @@ checkpoint dir.
 
 The files land in a hidden staging folder beside the target and are renamed onto `checkpoint_dir/ORG/NAME` only
 once the conversion succeeded: a checkpoint dir is never half-written, and a failed download leaves nothing behind.
-The Hub access itself (`fetch_from_hub`, which files to take) lives in `litgpt/checkpoint.py`.
+The Hub access itself (`fetch_from_hub`, which files to take) lives in `litgpt/hub.py`.
 """
 
 import contextlib
@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional
 
-from litgpt.checkpoint import CONFIG_FILES, fetch_from_hub, hub_repo_id, select_files
 from litgpt.config import name_to_config
+from litgpt.hub import CONFIG_FILES, fetch_from_hub, hub_repo_id, select_files
 from litgpt.tokenizer import TOKENIZER_FILES
 from litgpt.utils import UsageError
 
