@@ -17,6 +17,7 @@ COMMANDS = {
     "finetune": ("litgpt.finetune.classification:setup", "finetune a checkpoint for text classification"),
     "fill_mask": ("litgpt.fill_mask:main", "predict the tokens behind <mask> in a text"),
     "classify": ("litgpt.classify:main", "label texts with a finetuned classifier"),
+    "serve": ("litgpt.serve:main", "serve a checkpoint over HTTP (classify, fill_mask or embed) with dynamic batching"),
     "embed": ("litgpt.embed:main", "sentence vectors from any checkpoint's encoder (a few texts, or a whole file)"),
     "train_tokenizer": ("litgpt.train_tokenizer:train_tokenizer_command",
                         "train a BPE or WordPiece tokenizer on text files"),

@@ -27,7 +27,7 @@ def runnable_blocks(readme: str):
 
 def test_blocks_are_found():
     blocks = runnable_blocks((ROOT / "README.md").read_text(encoding="utf-8"))
-    assert [lang for lang, _ in blocks] == ["bash", "bash", "python", "bash", "bash"]
+    assert [lang for lang, _ in blocks] == ["bash", "bash", "python", "bash", "bash", "bash"]
     assert blocks[0][1].startswith(SETUP)
 
 
@@ -92,3 +92,12 @@ def test_real_checkpoint_ranks_by_meaning_and_beats_the_from_scratch_demo(demo):
                                                                                     scratch["accuracy"])
     config = json.loads((work / "out" / "minilm_finetuned" / "config.json").read_text())
     assert config["architectures"] == ["BertForSequenceClassification"]
+
+
+def test_lora_learns_above_the_majority_baseline(demo):
+    work, outputs = demo
+    out = work / "out" / "roberta_lora"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["accuracy"] > 0.5, metrics["accuracy"]  # the toy test set is balanced: 40 and 40
+    assert re.search(r"LoRA r=8 on \d+ layers", outputs[4]), outputs[4][-2000:]
+    assert (out / "pytorch_model.bin").stat().st_size > 10 * (out / "lora.pt").stat().st_size

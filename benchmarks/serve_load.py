@@ -1,0 +1,138 @@
+"""A bounded load test of `litgpt serve`: a fixed number of requests at fixed concurrencies, batching on and off.
+
+    python benchmarks/serve_load.py                       # a small classifier built here, 2,000 requests per setting
+    python benchmarks/serve_load.py --checkpoint out/roberta_finetuned --requests 500
+
+For each setting it starts the server on 127.0.0.1, sends `--requests` single-text `POST /predict` requests from
+`concurrency` client threads (each on its own keep-alive connection), stops the server, and prints throughput,
+p50/p95/p99 latency and the error count. Every answer is checked against `litgpt.api` run directly on the same
+text (probabilities within 1e-5); a wrong answer counts as an error.
+"""
+
+import argparse
+import http.client
+import json
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# (batching, concurrency) in the order they run
+SETTINGS = [(False, 1), (False, 32), (True, 1), (True, 8), (True, 32)]
+
+
+def small_classifier(folder: Path) -> Path:
+    """A random roberta-mini classifier (2 layers, 128 wide) with a BPE tokenizer trained on the toy reviews."""
+    import torch
+
+    from litgpt import Config
+    from litgpt.model_roberta import RobertaForSequenceClassification
+    from litgpt.train_tokenizer import train_tokenizer
+
+    texts = [r["text"] for r in json.loads((ROOT / "data" / "test_data_finetune" / "train.json").read_text())]
+    tokenizer = train_tokenizer(texts, vocab_size=2000, out_dir=folder)
+    config = Config.from_name("roberta-mini", vocab_size=tokenizer.vocab_size, mask_token_id=tokenizer.mask_id,
+                              num_labels=2, id2label={0: "negative", 1: "positive"})
+    torch.manual_seed(0)
+    torch.save(RobertaForSequenceClassification(config, 2).state_dict(), folder / "lit_model.pth")
+    config.save(folder / "model_config.yaml")
+    return folder
+
+
+def start_server(checkpoint: Path, batching: bool) -> tuple:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    batch = ["--max_batch_size", "32", "--batch_timeout", "0.005"] if batching else ["--max_batch_size", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "litgpt", "serve", str(checkpoint), "--port", str(port),
+                             "--accelerator", "cpu", *batch], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited: {proc.stderr.read()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, port
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("the server did not come up in 120 s")
+
+
+def run_setting(port: int, texts: list, expected: dict, requests: int, concurrency: int) -> dict:
+    def worker(indices):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        latencies, errors = [], 0
+        for i in indices:
+            text = texts[i % len(texts)]
+            start = time.perf_counter()
+            try:
+                conn.request("POST", "/predict", json.dumps({"text": text}), {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                body = json.loads(response.read())
+                ok = response.status == 200 and all(
+                    abs(a - b) <= 1e-5 for a, b in zip(body[0]["probabilities"], expected[text]))
+            except (OSError, ValueError, KeyError, IndexError, TypeError):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                ok = False
+            latencies.append(time.perf_counter() - start)
+            errors += not ok
+        conn.close()
+        return latencies, errors
+
+    shares = [list(range(c, requests, concurrency)) for c in range(concurrency)]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(worker, shares))
+    wall = time.perf_counter() - start
+    latencies = sorted(x for lat, _ in results for x in lat)
+    q = statistics.quantiles(latencies, n=100)
+    return {"requests": requests, "throughput": requests / wall, "p50_ms": 1000 * statistics.median(latencies),
+            "p95_ms": 1000 * q[94], "p99_ms": 1000 * q[98], "errors": sum(e for _, e in results)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, default=None, help="a classifier; default: a small one built here")
+    parser.add_argument("--requests", type=int, default=2000)
+    args = parser.parse_args()
+
+    from litgpt.api import Classifier
+
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = args.checkpoint or small_classifier(Path(tmp))
+        texts = [r["text"] for r in json.loads((ROOT / "data" / "test_data_finetune" / "test.json").read_text())]
+        expected = {p["text"]: p["probabilities"] for p in Classifier.load(checkpoint, device="cpu").predict(texts)}
+        print(f"{checkpoint}: {args.requests} single-text requests per setting, {len(texts)} distinct texts")
+        print("| batching | concurrency | requests/s | p50 ms | p95 ms | p99 ms | errors |")
+        print("|---|---|---|---|---|---|---|")
+        rows = {}
+        for batching, concurrency in SETTINGS:
+            proc, port = start_server(checkpoint, batching)
+            try:
+                run_setting(port, texts, expected, min(64, args.requests), concurrency)  # warm-up
+                row = run_setting(port, texts, expected, args.requests, concurrency)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+            rows[batching, concurrency] = row
+            print(f"| {'on' if batching else 'off'} | {concurrency} | {row['throughput']:.0f} | {row['p50_ms']:.1f} | "
+                  f"{row['p95_ms']:.1f} | {row['p99_ms']:.1f} | {row['errors']} |", flush=True)
+        ratio = rows[True, 32]["throughput"] / rows[False, 1]["throughput"]
+        print(f"batched at concurrency 32 / unbatched at concurrency 1: {ratio:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

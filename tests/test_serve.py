@@ -1,0 +1,162 @@
+"""`litgpt serve`: a real server on 127.0.0.1 with a real HTTP client. Answers equal `litgpt.api`'s, bad requests get
+their 4xx and leave the server answering, the key is enforced, batching groups concurrent requests, and the server
+shuts down cleanly."""
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+from conftest import ROOT, litgpt_command, save_checkpoint, toy_records
+
+from litgpt import Config
+from litgpt.api import Classifier, Embedder, MaskedLM
+from litgpt.model_roberta import RobertaForSequenceClassification
+
+TEXTS = [r["text"] for r in toy_records("test")[:12]] + ["short", "Ünïcödé and emoji 🎬 too!"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(port, payload, key=None, raw=None, timeout=60):
+    """(status, parsed JSON body) of POST /predict."""
+    data = raw if raw is not None else json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as ex:
+        return ex.code, json.loads(ex.read() or b"null")
+
+
+class Server:
+    """`litgpt serve ...` in a subprocess, up once /health answers 200; stopped with SIGTERM."""
+
+    def __init__(self, *args):
+        self.port = free_port()
+        self.proc = subprocess.Popen(litgpt_command("serve", *args, "--port", self.port, "--accelerator", "cpu"),
+                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            assert self.proc.poll() is None, self.proc.stdout.read()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise AssertionError("the server did not come up")
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=60)
+        return out
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tiny_checkpoint, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny_classifier")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_checkpoint / name, folder / name)
+    config = Config.from_file(tiny_checkpoint / "model_config.yaml")
+    config = Config(**{**config.to_dict(), "num_labels": 3, "id2label": {0: "a", 1: "b", 2: "c"}})
+    torch.manual_seed(1)
+    return save_checkpoint(folder, RobertaForSequenceClassification(config, 3), config)
+
+
+def close(a, b, tol=1e-5):
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(close(a[k], b[k], tol) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(close(x, y, tol) for x, y in zip(a, b))
+    if isinstance(a, float):
+        return abs(a - b) <= tol
+    return a == b
+
+
+def test_classifier_server_answers_batches_checks_and_stops(classifier_dir):
+    server = Server(classifier_dir, "--api_key", "s3cret", "--max_batch_size", "8", "--batch_timeout", "0.05",
+                    "--max_request_bytes", "20000", "--max_texts", "16")
+    try:
+        port = server.port
+        expected = Classifier.load(classifier_dir, device="cpu").predict(TEXTS)
+        status, body = post(port, {"texts": TEXTS}, key="s3cret")
+        assert status == 200 and close(body, expected)
+        # concurrent single-text requests are batched together and answered as if alone
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda t: post(port, {"text": t}, key="s3cret"), TEXTS * 2))
+        assert all(s == 200 for s, _ in answers)
+        assert all(close(body, [e]) for (_, body), e in zip(answers, expected * 2))
+
+        # the key
+        assert post(port, {"text": "hi"})[0] == 401
+        assert post(port, {"text": "hi"}, key="wrong")[0] == 401
+        # bad requests: each its 4xx with a JSON detail
+        bad = [
+            (dict(raw=b"{not json"), 400),
+            (dict(payload={"txt": "hi"}), 422),
+            (dict(payload={}), 422),
+            (dict(payload={"text": 5}), 422),
+            (dict(payload={"texts": "not a list"}), 422),
+            (dict(payload={"texts": ["ok", None]}), 422),
+            (dict(payload={"text": "   "}), 422),
+            (dict(payload={"text": "a", "texts": ["b"]}), 422),
+            (dict(payload=["a list"]), 422),
+            (dict(payload={"texts": ["x"] * 17}), 422),
+            (dict(payload={"text": "x" * 30000}), 413),
+        ]
+        for kwargs, code in bad:
+            status, body = post(port, kwargs.get("payload"), key="s3cret", raw=kwargs.get("raw"))
+            assert status == code and isinstance(body["detail"], str) and body["detail"], (kwargs, status, body)
+        # still answering, correctly
+        status, body = post(port, {"text": TEXTS[0]}, key="s3cret")
+        assert status == 200 and close(body, expected[:1])
+    finally:
+        out = server.stop()
+    assert server.proc.returncode is not None
+    assert "Traceback" not in out, out[-3000:]
+
+
+def test_fill_mask_and_embed_servers(tiny_checkpoint):
+    texts = ["the movie was <mask> .", "a <mask> film with a <mask> ending"]
+    server = Server(tiny_checkpoint)
+    try:
+        expected = MaskedLM.load(tiny_checkpoint, device="cpu").fill_mask(texts, top_k=3)
+        status, body = post(server.port, {"texts": texts, "top_k": 3})
+        assert status == 200 and close(body, expected)
+        assert post(server.port, {"text": "no mask here"})[0] == 422
+        assert post(server.port, {"text": "<mask> " * 80})[0] == 422  # longer than the model's 64 positions
+        assert post(server.port, {"text": "a <mask>", "top_k": 0})[0] == 422
+        assert post(server.port, {"text": texts[0]})[0] == 200
+    finally:
+        server.stop()
+
+    server = Server(tiny_checkpoint, "--task", "embed", "--max_batch_size", "1")  # batching off
+    try:
+        expected = Embedder.load(tiny_checkpoint, device="cpu").embed(TEXTS).tolist()
+        status, body = post(server.port, {"texts": TEXTS})
+        assert status == 200 and close(body, expected)
+    finally:
+        server.stop()
+
+
+def test_bad_flags_fail_before_serving(classifier_dir, tiny_checkpoint):
+    for args, fragment in ((["--task", "fill_mask"], "has no LM head"), (["--task", "translate"], "expected one of"),
+                           (["--port", "80"], "--port 80"), (["--max_batch_size", "0"], "--max_batch_size 0")):
+        proc = subprocess.run(litgpt_command("serve", classifier_dir, *args), cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
