@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from litgpt.utils import UsageError, pad_right
+from litgpt.utils import UsageError, pad_right, read_json
 
 Candidate = Dict[str, Any]  # {"token_id": int, "token": str, "score": float}
 POOLING = ("mean", "cls", "max")
@@ -309,18 +309,10 @@ def sentence_transformers_recipe(folder: Path) -> Dict[str, Any]:
     """What a sentence-transformers folder says about turning hidden states into its vectors: `pooling`,
     `normalize` and `max_length`, each only where the folder says it. A module or pooling mode we do not have is an
     error rather than vectors that silently differ."""
-    import json
-
-    def read(path: Path) -> Any:
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as ex:
-            raise UsageError(f"{path}: not a readable JSON file ({ex.__class__.__name__})") from None
-
     recipe: Dict[str, Any] = {}
     pooling_dir = folder / "1_Pooling"
     if (folder / "modules.json").is_file():
-        modules = read(folder / "modules.json")
+        modules = read_json(folder / "modules.json")
         if not isinstance(modules, list):
             raise UsageError(f"{folder / 'modules.json'}: expected a JSON list of modules")
         kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules if isinstance(m, dict)]
@@ -331,14 +323,14 @@ def sentence_transformers_recipe(folder: Path) -> Dict[str, Any]:
         recipe["normalize"] = "Normalize" in kinds
         pooling_dir = next((folder / m.get("path", "") for m, k in zip(modules, kinds) if k == "Pooling"), pooling_dir)
     if (pooling_dir / "config.json").is_file():
-        settings = read(pooling_dir / "config.json")
+        settings = read_json(pooling_dir / "config.json")
         modes = [k for k, v in settings.items() if k.startswith("pooling_mode_") and v is True]
         if len(modes) != 1 or modes[0] not in ST_POOLING:
             raise UsageError(f"{pooling_dir / 'config.json'}: pooling {modes or 'none'} is not supported; expected "
                              f"exactly one of {', '.join(ST_POOLING)}")
         recipe["pooling"] = ST_POOLING[modes[0]]
     if (folder / "sentence_bert_config.json").is_file():
-        settings = read(folder / "sentence_bert_config.json")
+        settings = read_json(folder / "sentence_bert_config.json")
         if isinstance(settings.get("max_seq_length"), int) and settings["max_seq_length"] >= 2:
             recipe["max_length"] = settings["max_seq_length"]
         recipe["lowercase"] = settings.get("do_lower_case") is True

@@ -19,7 +19,7 @@ import torch
 from litgpt.config import Config
 from litgpt.hub import WEIGHT_FORMATS, fetch_from_hub, hub_repo_id, local_hub_dir
 from litgpt.train_state import iter_checkpoints, load_training_state
-from litgpt.utils import UsageError, load_state_dict_file
+from litgpt.utils import UsageError, load_state_dict_file, read_json
 
 
 @dataclass
@@ -185,10 +185,10 @@ def _from_adapters(path: Path, checkpoints_dir: Path) -> LoadedCheckpoint:
     from litgpt.kernels import fold_lora
 
     spec_file = path / "adapter_config.json"
+    spec = read_json(spec_file)
     try:
-        spec = json.loads(spec_file.read_text(encoding="utf-8"))
         base_name, scaling, config = spec["base"], spec["lora_alpha"] / spec["lora_r"], Config(**spec["model_config"])
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ZeroDivisionError) as ex:
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as ex:
         raise UsageError(f"{spec_file}: not a LoRA adapter config ({ex.__class__.__name__}: {ex})") from None
     if not (path / "lora.pt").is_file():
         raise UsageError(f"{path}: adapter_config.json without its lora.pt")

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Union
 
-from litgpt.utils import UsageError, atomic_write_text, first_line
+from litgpt.utils import UsageError, atomic_write_text, first_line, read_json
 
 DEFAULT_SPECIAL_TOKENS = {
     "bos_token": "<s>",
@@ -43,15 +43,6 @@ def _token_content(value: Any) -> Optional[str]:
     return None
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as fp:
-            return json.load(fp)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as ex:
-        reason = first_line(ex)
-        raise UsageError(f"{path}: not a readable JSON file ({ex.__class__.__name__}: {reason})") from None
-
-
 def _special_names(config: Dict[str, Any], wordpiece: bool) -> Dict[str, str]:
     """The special tokens' names: `tokenizer_config.json`'s, else the family's. Where the config names a `[CLS]` /
     `[SEP]` but no bos/eos (BERT's files), those open and close a sequence."""
@@ -73,7 +64,7 @@ def _bpe_from_files(vocab_json: Path, merges_txt: Path, names: Dict[str, str], c
     from tokenizers import Tokenizer as HFTokenizer
     from tokenizers.models import BPE
 
-    vocab = _read_json(vocab_json)
+    vocab = read_json(vocab_json)
     if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
         raise UsageError(f"{vocab_json}: expected a JSON object mapping tokens to integer ids")
     try:
@@ -148,7 +139,7 @@ class Tokenizer:
         if not checkpoint_dir.is_dir():
             raise UsageError(f"{checkpoint_dir}: tokenizer folder not found")
         config_path = checkpoint_dir / "tokenizer_config.json"
-        config = _read_json(config_path) if config_path.is_file() else {}
+        config = read_json(config_path) if config_path.is_file() else {}
         if not isinstance(config, dict):
             raise UsageError(f"{config_path}: expected a JSON object")
 

@@ -69,6 +69,17 @@ def first_line(ex: BaseException, limit: Optional[int] = 200) -> str:
     return line if limit is None else line[:limit]
 
 
+def read_json(path: Union[str, Path]) -> Any:
+    """A JSON file's value; anything unreadable is one `UsageError` naming the file and the reason."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fp:
+            return json.load(fp)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as ex:
+        raise UsageError(f"{path}: not a readable JSON file ({ex.__class__.__name__}: {first_line(ex)})") from None
+
+
 def safe_torch_load(path: Union[str, Path], map_location: Any = "cpu") -> Any:
     """`torch.load` restricted to tensors and plain containers; pickled code is refused, never run."""
     import pickle
