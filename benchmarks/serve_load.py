@@ -1,6 +1,6 @@
 """A bounded load test of `litgpt serve`: a fixed number of requests at fixed concurrencies, batching on and off.
 
-    python benchmarks/serve_load.py                       # a small classifier built here, 2,000 requests per setting
+    python benchmarks/serve_load.py                       # a random roberta-small classifier, 2,000 requests each
     python benchmarks/serve_load.py --checkpoint out/roberta_finetuned --requests 500
 
 For each setting it starts the server on 127.0.0.1, sends `--requests` single-text `POST /predict` requests from
@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 SETTINGS = [(False, 1), (False, 32), (True, 1), (True, 8), (True, 32)]
 
 
-def small_classifier(folder: Path) -> Path:
-    """A random roberta-mini classifier (2 layers, 128 wide) with a BPE tokenizer trained on the toy reviews."""
+def small_classifier(folder: Path, name: str) -> Path:
+    """A random classifier of the registry config `name` with a BPE tokenizer trained on the toy reviews."""
     import torch
 
     from litgpt import Config
@@ -40,7 +40,7 @@ def small_classifier(folder: Path) -> Path:
 
     texts = [r["text"] for r in json.loads((ROOT / "data" / "test_data_finetune" / "train.json").read_text())]
     tokenizer = train_tokenizer(texts, vocab_size=2000, out_dir=folder)
-    config = Config.from_name("roberta-mini", vocab_size=tokenizer.vocab_size, mask_token_id=tokenizer.mask_id,
+    config = Config.from_name(name, vocab_size=tokenizer.vocab_size, mask_token_id=tokenizer.mask_id,
                               num_labels=2, id2label={0: "negative", 1: "positive"})
     torch.manual_seed(0)
     torch.save(RobertaForSequenceClassification(config, 2).state_dict(), folder / "lit_model.pth")
@@ -106,13 +106,14 @@ def run_setting(port: int, texts: list, expected: dict, requests: int, concurren
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=None, help="a classifier; default: a small one built here")
+    parser.add_argument("--config", default="roberta-small", help="registry config of the small model built here")
     parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args()
 
     from litgpt.api import Classifier
 
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = args.checkpoint or small_classifier(Path(tmp))
+        checkpoint = args.checkpoint or small_classifier(Path(tmp), args.config)
         texts = [r["text"] for r in json.loads((ROOT / "data" / "test_data_finetune" / "test.json").read_text())]
         expected = {p["text"]: p["probabilities"] for p in Classifier.load(checkpoint, device="cpu").predict(texts)}
         print(f"{checkpoint}: {args.requests} single-text requests per setting, {len(texts)} distinct texts")
