@@ -1,12 +1,13 @@
 """A bounded load test of `litgpt serve`: a fixed number of requests at fixed concurrencies, batching on and off.
 
     python benchmarks/serve_load.py                       # a random roberta-small classifier, 2,000 requests each
-    python benchmarks/serve_load.py --checkpoint out/roberta_finetuned --requests 500
+    python benchmarks/serve_load.py --checkpoint out/roberta_finetuned --requests 500 --workers_per_device 1
 
-For each setting it starts the server on 127.0.0.1, sends `--requests` single-text `POST /predict` requests from
-`concurrency` client threads (each on its own keep-alive connection), stops the server, and prints throughput,
-p50/p95/p99 latency and the error count. Every answer is checked against `litgpt.api` run directly on the same
-text (probabilities within 1e-5); a wrong answer counts as an error.
+For each setting it starts the server on 127.0.0.1 (with the same flags every time but `--max_batch_size`), sends
+`--requests` single-text `POST /predict` requests from `concurrency` client threads (each on its own keep-alive
+connection), stops the server, and prints throughput, p50/p95/p99 latency and the error count. Every answer is
+checked against `litgpt.api` run directly on the same text (probabilities within 1e-5); a wrong answer counts as an
+error.
 """
 
 import argparse
@@ -48,14 +49,14 @@ def small_classifier(folder: Path, name: str) -> Path:
     return folder
 
 
-def start_server(checkpoint: Path, batching: bool) -> tuple:
+def start_server(checkpoint: Path, batching: bool, workers: int, batch_timeout: float) -> tuple:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    batch = ["--max_batch_size", "32", "--batch_timeout", "0.005"] if batching else ["--max_batch_size", "1"]
+    batch = ["--max_batch_size", "32", "--batch_timeout", str(batch_timeout)] if batching else ["--max_batch_size", "1"]
     proc = subprocess.Popen([sys.executable, "-m", "litgpt", "serve", str(checkpoint), "--port", str(port),
-                             "--accelerator", "cpu", *batch], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                             "--accelerator", "cpu", "--workers_per_device", str(workers), *batch],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -108,6 +109,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="a classifier; default: a small one built here")
     parser.add_argument("--config", default="roberta-small", help="registry config of the small model built here")
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--workers_per_device", type=int, default=2,
+                        help="model copies, each with cores // copies threads (2: one per core of a 2-core machine)")
+    parser.add_argument("--batch_timeout", type=float, default=0.005)
     args = parser.parse_args()
 
     from litgpt.api import Classifier
@@ -116,12 +120,13 @@ def main() -> None:
         checkpoint = args.checkpoint or small_classifier(Path(tmp), args.config)
         texts = [r["text"] for r in json.loads((ROOT / "data" / "test_data_finetune" / "test.json").read_text())]
         expected = {p["text"]: p["probabilities"] for p in Classifier.load(checkpoint, device="cpu").predict(texts)}
-        print(f"{checkpoint}: {args.requests} single-text requests per setting, {len(texts)} distinct texts")
+        print(f"{checkpoint}: {args.requests} single-text requests per setting, {len(texts)} distinct texts, "
+              f"{args.workers_per_device} model copies, batches of up to 32 in {args.batch_timeout} s")
         print("| batching | concurrency | requests/s | p50 ms | p95 ms | p99 ms | errors |")
         print("|---|---|---|---|---|---|---|")
         rows = {}
         for batching, concurrency in SETTINGS:
-            proc, port = start_server(checkpoint, batching)
+            proc, port = start_server(checkpoint, batching, args.workers_per_device, args.batch_timeout)
             try:
                 run_setting(port, texts, expected, min(64, args.requests), concurrency)  # warm-up
                 row = run_setting(port, texts, expected, args.requests, concurrency)

@@ -49,7 +49,9 @@ def main(
         port: The TCP port (1024-65535).
         accelerator: cpu, cuda or auto.
         devices: Number of GPUs, one model copy on each (ignored on CPU).
-        workers_per_device: Model copies per device.
+        workers_per_device: Model copies per device. On CPU the cores are split between the copies (each gets
+            cores // copies threads, unless OMP_NUM_THREADS is set): with many concurrent clients, 2 copies of a
+            small model keep both halves of the machine busy while the other copy's batch forms.
         max_batch_size: Requests grouped into one batch at most; 1 turns batching off.
         batch_timeout: Seconds a batch waits for more requests before it runs.
         max_request_bytes: Larger request bodies get 413.
@@ -84,8 +86,9 @@ def main(
                          f"head (it serves {TASK_OF_HEAD[head]} or embed)")
     checks = RequestChecks(task, loaded.load_tokenizer(), loaded.config.block_size, max_texts, max_request_bytes,
                            api_key)
-    api = EncoderAPI(str(checkpoint), task, max_batch_size=max_batch_size, batch_timeout=batch_timeout,
-                     api_path="/predict")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    api = EncoderAPI(str(checkpoint), task, cpu_threads=max(1, cores // workers_per_device),
+                     max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path="/predict")
     server = ls.LitServer(api, accelerator=accelerator, devices=devices, workers_per_device=workers_per_device,
                           timeout=60, middlewares=[(CheckMiddleware, {"checks": checks})])
     print(f"Serving {loaded.source} ({task}) on http://{host}:{port}/predict; batches of up to {max_batch_size} "
@@ -214,13 +217,20 @@ class EncoderAPI(ls.LitAPI):
     """The model side, one copy per worker process: `setup` loads it, `predict` answers a batch of requests with one
     call into `litgpt.api` over all their texts (which sorts and pads them), then splits the answers back."""
 
-    def __init__(self, checkpoint: str, task: str, **kwargs: Any) -> None:
+    def __init__(self, checkpoint: str, task: str, cpu_threads: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.checkpoint, self.task = checkpoint, task
+        self.checkpoint, self.task, self.cpu_threads = checkpoint, task, cpu_threads
 
     def setup(self, device) -> None:
+        import os
+
+        import torch
+
         from litgpt.api import Classifier, Embedder, MaskedLM
 
+        # copies that each take every core would oversubscribe them (and spin in each other's way)
+        if str(device).startswith("cpu") and "OMP_NUM_THREADS" not in os.environ:
+            torch.set_num_threads(self.cpu_threads)
         cls = {"classify": Classifier, "fill_mask": MaskedLM, "embed": Embedder}[self.task]
         self.model = cls.load(self.checkpoint, device=device, batch_size=32)
 
