@@ -241,23 +241,51 @@ class Classifier(_Inference):
         return [self.config.id2label.get(i, f"LABEL_{i}") for i in range(self.model.num_labels)]
 
     @torch.inference_mode()
-    def predict(self, texts: Union[str, Sequence[str]]) -> List[Dict[str, Any]]:
-        """One `{"text", "label", "label_id", "probabilities"}` per text (the `litgpt classify --json` format).
+    def predict(self, texts: Union[str, Sequence[str]], text_pairs: Optional[Union[str, Sequence[str]]] = None,
+                threshold: float = 0.5) -> List[Dict[str, Any]]:
+        """One answer per text (the `litgpt classify --json` format); with `text_pairs`, per pair (`text`, `text_pair`).
 
-        `probabilities` is the softmax over the labels, ordered by label id. Texts longer than the model's
-        `block_size` are truncated, as in finetuning.
+        What a text gets follows the model's `problem_type`: `{"label", "label_id", "probabilities"}` for one class
+        (the softmax over the labels, by label id); `{"score"}` for regression; `{"labels", "label_ids",
+        "probabilities"}` for multi-label (every label whose sigmoid is >= `threshold`). Texts longer than the
+        model's `block_size` are truncated, as in finetuning (pairs longest-first).
         """
         texts = _as_texts(texts, "predict")
-        probabilities: List[Optional[List[float]]] = [None] * len(texts)
-        for idx, input_ids, attention_mask in self._batches(self._encode(texts, truncate=True)):
-            probs = self.model(input_ids, attention_mask).float().softmax(dim=-1).tolist()
-            for i, p in zip(idx, probs):
-                probabilities[i] = p
-        labels = self.labels
+        types = None
+        if text_pairs is None:
+            encoded = self._encode(texts, truncate=True)
+        else:
+            pairs = _as_texts(text_pairs, "predict")
+            if len(pairs) != len(texts):
+                raise UsageError(f"{len(texts)} texts but {len(pairs)} text pairs; give one second text per text")
+            encoded, types = self.tokenizer.encode_pair_batch(texts, pairs, max_length=self.max_length)
+            types = types if any(any(t) for t in types) else None  # RoBERTa: all type 0
+        logits: List[Optional[torch.Tensor]] = [None] * len(texts)
+        for idx, input_ids, attention_mask in self._batches(encoded):
+            token_types = None
+            if types is not None:
+                token_types = torch.zeros_like(input_ids)
+                for row, i in enumerate(idx):
+                    token_types[row, : len(types[i])] = torch.tensor(types[i])
+            for i, row in zip(idx, self.model(input_ids, attention_mask, token_types).float().cpu()):
+                logits[i] = row
+        problem_type, labels = self.config.problem_type, self.labels
         out = []
-        for text, probs in zip(texts, probabilities):
-            label_id = max(range(len(probs)), key=probs.__getitem__)
-            out.append({"text": text, "label": labels[label_id], "label_id": label_id, "probabilities": probs})
+        for i, (text, row) in enumerate(zip(texts, logits)):
+            answer: Dict[str, Any] = {"text": text}
+            if text_pairs is not None:
+                answer["text_pair"] = pairs[i]
+            if problem_type == "regression":
+                answer["score"] = float(row[0])
+            elif problem_type == "multi_label_classification":
+                probs = row.sigmoid().tolist()
+                ids = [j for j, p in enumerate(probs) if p >= threshold]
+                answer.update(labels=[labels[j] for j in ids], label_ids=ids, probabilities=probs)
+            else:
+                probs = row.softmax(-1).tolist()
+                label_id = max(range(len(probs)), key=probs.__getitem__)
+                answer.update(label=labels[label_id], label_id=label_id, probabilities=probs)
+            out.append(answer)
         return out
 
 

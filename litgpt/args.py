@@ -111,18 +111,19 @@ class EvalArgs:
 
 @dataclass
 class FinetuneArgs:
-    """Finetune an encoder (RoBERTa, BERT) for sequence classification and evaluate it on the test split after every
-    epoch.
+    """Finetune an encoder (RoBERTa, BERT) for sequence classification or regression, on single texts or sentence
+    pairs, and evaluate it on the test split after every epoch.
 
     Args:
         data_dir: Folder with the train and test splits: train.json/test.json (a list of {"text", "label"}),
-            .jsonl, or .csv/.tsv with `text` and `label` columns (required). Labels are ids or class names.
+            .jsonl, or .csv/.tsv with `text` and `label` columns (required). Labels are ids or class names. With
+            --glue: GLUE's folder (holding CoLA/, SST-2/, ...) or one task's folder.
         output_dir: Where the finetuned model goes: config.json, pytorch_model.bin, tokenizer files, classifier.pt,
             metrics.json (and train_state.pt for --resume). Must be new, empty or a previous finetuning output.
         model_name: Weights to start from: a litgpt checkpoint dir, a pretraining out_dir (its best.pt), a
             HuggingFace RoBERTa or BERT dir, or a name such as roberta-base (from checkpoints/ when `litgpt download`
             put it there, else from the HuggingFace Hub). With --from_scratch: a registry config name.
-        num_labels: Number of classes.
+        num_labels: Number of classes; 1 means regression (one score per example).
         batch_size: Training batch size (per device).
         learning_rate: Peak learning rate (AdamW).
         num_epochs: Training epochs.
@@ -156,6 +157,18 @@ class FinetuneArgs:
             (attention out), fc and mlp_proj (the feed-forward layers).
         merge: With LoRA, also write the model with the adapters folded into its weights: config.json and
             pytorch_model.bin, a plain HuggingFace classifier like full finetuning writes.
+        problem_type: single_label (one class per example), regression (a float label; MSE loss; Pearson and
+            Spearman) or multi_label (a list of classes per example; BCE loss; micro/macro F1). Default:
+            regression with --num_labels 1, else single_label.
+        text_columns: The column(s) holding the text, comma-separated; two name a sentence pair, e.g.
+            `premise,hypothesis`. Default: `text` (or `sentence`), and a pair when the data has `text`/`text_b`,
+            `sentence1`/`sentence2`, `question`/`sentence`, `premise`/`hypothesis` or `question1`/`question2`.
+        threshold: Multi-label decision threshold on each label's sigmoid.
+        glue: A GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli) read from GLUE's TSV layout in
+            --data_dir, or `all` for every task folder there; the task sets the labels and the metrics, each task
+            writes output_dir/TASK, and a results table is printed (and written to output_dir/glue_results.json).
+        seeds: With --glue, run each task with this many seeds (--seed, --seed + 1, ...) and report the median and
+            the spread, as the RoBERTa paper reports GLUE dev results (median of 5).
     """
 
     data_dir: Optional[Path] = None
@@ -184,6 +197,11 @@ class FinetuneArgs:
     lora_dropout: float = 0.05
     lora_targets: str = "qkv,proj,fc"
     merge: bool = False
+    problem_type: Optional[str] = None
+    text_columns: Optional[str] = None
+    threshold: float = 0.5
+    glue: Optional[str] = None
+    seeds: int = 1
 
 
 def check_finetune_args(args: FinetuneArgs) -> None:
@@ -198,8 +216,17 @@ def check_finetune_args(args: FinetuneArgs) -> None:
         value = getattr(args, name)
         if (name != "eval_batch_size" or value is not None) and (not isinstance(value, int) or value <= 0):
             raise UsageError(f"--{name} {value}: must be a positive integer")
-    if args.num_labels < 2:
-        raise UsageError(f"--num_labels {args.num_labels}: classification needs at least 2 classes")
+    if args.problem_type is not None and args.problem_type not in ("single_label", "regression", "multi_label"):
+        raise UsageError(f"--problem_type {args.problem_type!r}: expected single_label, regression or multi_label")
+    if not 0 < args.threshold < 1:
+        raise UsageError(f"--threshold {args.threshold}: expected a probability in (0, 1)")
+    if isinstance(args.seeds, bool) or not isinstance(args.seeds, int) or args.seeds < 1:
+        raise UsageError(f"--seeds {args.seeds}: must be a positive integer")
+    if args.seeds > 1 and args.glue is None:
+        raise UsageError("--seeds repeats GLUE tasks; it needs --glue")
+    if args.glue is not None and (args.resume or args.use_agnews):
+        raise UsageError(f"--glue: runs each task from the start on GLUE's files; it does not go with "
+                         f"{'--resume' if args.resume else '--use_agnews'}")
     if not args.learning_rate > 0:
         raise UsageError(f"--learning_rate {args.learning_rate}: must be positive")
     if not 0 <= args.warmup_ratio < 1:

@@ -11,6 +11,7 @@ from litgpt.utils import UsageError
 def main(
     output_dir: str,
     text: Optional[List[str]] = None,
+    text_pair: Optional[List[str]] = None,
     file: Optional[Path] = None,
     json: bool = False,
     device: Optional[str] = None,
@@ -21,9 +22,12 @@ def main(
     Args:
         output_dir: A finetuning output_dir (HuggingFace files), or any checkpoint with a classification head.
         text: A text to classify; repeat the flag for several.
+        text_pair: The second text of a sentence pair, one per --text in the same order (for a model finetuned on
+            pairs).
         file: A UTF-8 file with one text per line (blank lines are skipped); read after the --text values.
         json: Print one JSON document on stdout: a list with one `{"text", "label", "label_id", "probabilities"}`
-            per text, the probabilities ordered by label id.
+            per text, the probabilities ordered by label id (`{"text", "score"}` for a regression model;
+            `{"text", "labels", "label_ids", "probabilities"}` for a multi-label one; `text_pair` with pairs).
         device: `cpu`, `cuda` or `cuda:N`; default: the GPU if there is one.
         batch_size: Texts per forward pass.
     """
@@ -31,16 +35,26 @@ def main(
     texts = list(text or []) + (read_lines(Path(file)) if file is not None else [])
     if not texts:
         raise UsageError('no input: pass --text "..." (repeatable) or --file texts.txt')
+    if text_pair is not None and len(text_pair) != len(texts):
+        raise UsageError(f"--text_pair: {len(text_pair)} given for {len(texts)} texts; pass one --text_pair per "
+                         "--text (pairs do not go with --file)")
     classifier = Classifier.load(output_dir, device=device, batch_size=batch_size)
-    predictions = classifier.predict(texts)
+    predictions = classifier.predict(texts, text_pair)
     if json:
         print(jsonlib.dumps(predictions, ensure_ascii=False))
         return
     print(f"{classifier.source} on {classifier.device}", file=sys.stderr)
     labels = classifier.labels
     for p in predictions:
-        probs = ", ".join(f"{name} {prob:.4f}" for name, prob in zip(labels, p["probabilities"]))
-        print(f"{p['label']}\t({probs})\t{p['text']}")
+        shown = p["text"] + (f"\t{p['text_pair']}" if "text_pair" in p else "")
+        if "score" in p:
+            print(f"{p['score']:.4f}\t{shown}")
+        elif "labels" in p:
+            probs = ", ".join(f"{name} {prob:.4f}" for name, prob in zip(labels, p["probabilities"]))
+            print(f"{','.join(p['labels']) or '-'}\t({probs})\t{shown}")
+        else:
+            probs = ", ".join(f"{name} {prob:.4f}" for name, prob in zip(labels, p["probabilities"]))
+            print(f"{p['label']}\t({probs})\t{shown}")
 
 
 def read_lines(path: Path) -> List[str]:

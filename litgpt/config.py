@@ -52,6 +52,8 @@ class Config:
     # classification heads only
     num_labels: int = 0
     id2label: Dict[int, str] = field(default_factory=dict)
+    # HF's names: single_label_classification, regression (num_labels 1) or multi_label_classification
+    problem_type: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.padded_vocab_size is None:
@@ -63,6 +65,9 @@ class Config:
         if self.hidden_act != "gelu":
             raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; RoBERTa uses 'gelu'")
         self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+        problem_types = ("single_label_classification", "regression", "multi_label_classification")
+        if self.problem_type is not None and self.problem_type not in problem_types:
+            raise ValueError(f"problem_type {self.problem_type!r}: expected one of {', '.join(problem_types)}")
 
     @property
     def head_size(self) -> int:

@@ -133,6 +133,7 @@ def config_from_hf(hf_config: dict, model_name: Optional[str] = None) -> Config:
         causal=bool(hf_config.get("is_decoder", False)),
         num_labels=len(id2label),
         id2label=id2label,
+        problem_type=hf_config.get("problem_type") if id2label else None,
     )
     return Config(**base)
 
@@ -237,6 +238,8 @@ def hf_config_dict(config: Config, architecture: str) -> dict:
         hf["num_labels"] = config.num_labels
         hf["id2label"] = {str(i): label for i, label in id2label.items()}
         hf["label2id"] = {label: i for i, label in id2label.items()}
+        if config.problem_type is not None:
+            hf["problem_type"] = config.problem_type
     return hf
 
 

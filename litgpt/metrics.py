@@ -1,7 +1,13 @@
 """The reports of a finetuned model: metrics through torchmetrics, the `metrics.json` document, the printed table.
 
-Sequence classification: loss, accuracy and precision/recall/F1 (binary for 2 labels, positive class 1; else the
-macro average), per-class scores and the confusion matrix (rows: true label, columns: predicted).
+- Single-label classification: loss, accuracy, Matthews correlation and precision/recall/F1 (binary for 2 labels,
+  positive class 1; else the macro average), per-class scores and the confusion matrix (rows: true label, columns:
+  predicted).
+- Regression: the MSE loss, Pearson and Spearman correlation.
+- Multi-label: the BCE loss, micro and macro F1 (and precision/recall) over labels at a decision threshold on the
+  sigmoid, exact match (every label right), per-label F1.
+
+`make_metrics` picks the set for a problem type; `SELECTION` names the metric that picks the best epoch.
 """
 
 import json
@@ -9,6 +15,19 @@ import re
 from typing import Any, Dict
 
 import torch
+import torch.nn.functional as F
+
+# the metric that picks the best epoch, by problem type (a GLUE task names its own)
+SELECTION = {"single_label_classification": "accuracy", "regression": "pearson",
+             "multi_label_classification": "f1_micro"}
+
+
+def make_metrics(problem_type: str, num_labels: int, device: torch.device, threshold: float = 0.5):
+    if problem_type == "regression":
+        return RegressionMetrics(device)
+    if problem_type == "multi_label_classification":
+        return MultiLabelMetrics(num_labels, device, threshold)
+    return ClassificationMetrics(num_labels, device)
 
 
 class ClassificationMetrics:
@@ -23,6 +42,7 @@ class ClassificationMetrics:
             MulticlassAccuracy,
             MulticlassConfusionMatrix,
             MulticlassF1Score,
+            MulticlassMatthewsCorrCoef,
             MulticlassPrecision,
             MulticlassRecall,
         )
@@ -31,6 +51,7 @@ class ClassificationMetrics:
         n = dict(num_classes=num_labels)
         self.metrics = MetricCollection({
             "accuracy": MulticlassAccuracy(**n, average="micro"),
+            "mcc": MulticlassMatthewsCorrCoef(**n),
             "precision": BinaryPrecision() if self.binary else MulticlassPrecision(**n, average="macro"),
             "recall": BinaryRecall() if self.binary else MulticlassRecall(**n, average="macro"),
             "f1": BinaryF1Score() if self.binary else MulticlassF1Score(**n, average="macro"),
@@ -49,9 +70,14 @@ class ClassificationMetrics:
     def compute(self) -> Dict[str, Any]:
         values = self.metrics.compute()
         confusion = values["confusion_matrix"].long().cpu()
+        # MCC is 0/0 when only one class is predicted (or true); the official GLUE metric (sklearn's) reports 0
+        # there, while torchmetrics 1.9 perturbs the counts and reports a small non-zero value (its issue #3355)
+        if (confusion.sum(0) > 0).sum() < 2 or (confusion.sum(1) > 0).sum() < 2:
+            values["mcc"] = torch.tensor(0.0)
         return {
             "loss": float(self.mean_loss.compute()),
             "accuracy": float(values["accuracy"]),
+            "mcc": float(values["mcc"]),
             "f1": float(values["f1"]),
             "precision": float(values["precision"]),
             "recall": float(values["recall"]),
@@ -65,15 +91,88 @@ class ClassificationMetrics:
         }
 
 
+class RegressionMetrics:
+    """Scores against float labels: the mean squared error (the loss), Pearson and Spearman correlation."""
+
+    def __init__(self, device: torch.device) -> None:
+        import warnings
+
+        from torchmetrics import MeanMetric, MetricCollection, PearsonCorrCoef, SpearmanCorrCoef
+
+        with warnings.catch_warnings():  # that ranking keeps every score: one float pair per dev example is fine
+            warnings.filterwarnings("ignore", message=".*SpearmanCorrcoef.*buffer")
+            spearman = SpearmanCorrCoef()
+        self.metrics = MetricCollection({"pearson": PearsonCorrCoef(), "spearman": spearman}).to(device)
+        self.mean_loss = MeanMetric().to(device)
+        self.count = 0
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        scores = logits.float().squeeze(-1)
+        self.mean_loss.update(F.mse_loss(scores, labels.float(), reduction="none"))
+        self.metrics.update(scores, labels.float())
+        self.count += len(labels)
+
+    def compute(self) -> Dict[str, Any]:
+        values = self.metrics.compute()
+        return {"loss": float(self.mean_loss.compute()), "pearson": float(values["pearson"]),
+                "spearman": float(values["spearman"]), "num_examples": self.count}
+
+
+class MultiLabelMetrics:
+    """Multi-hot labels against sigmoid(logits) >= threshold: micro/macro F1, precision and recall, exact match."""
+
+    def __init__(self, num_labels: int, device: torch.device, threshold: float = 0.5) -> None:
+        from torchmetrics import MeanMetric, MetricCollection
+        from torchmetrics.classification import (
+            MultilabelExactMatch,
+            MultilabelF1Score,
+            MultilabelPrecision,
+            MultilabelRecall,
+        )
+
+        n = dict(num_labels=num_labels, threshold=threshold)
+        self.metrics = MetricCollection({
+            "f1_micro": MultilabelF1Score(**n, average="micro"),
+            "f1_macro": MultilabelF1Score(**n, average="macro"),
+            "precision_micro": MultilabelPrecision(**n, average="micro"),
+            "recall_micro": MultilabelRecall(**n, average="micro"),
+            "exact_match": MultilabelExactMatch(**n),
+            "label_f1": MultilabelF1Score(**n, average="none"),
+        }).to(device)
+        self.mean_loss = MeanMetric().to(device)
+        self.threshold, self.count = threshold, 0
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        logits = logits.float()
+        self.mean_loss.update(F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none").mean(-1))
+        self.metrics.update(logits.sigmoid(), labels.long())
+        self.count += len(labels)
+
+    def compute(self) -> Dict[str, Any]:
+        values = self.metrics.compute()
+        out = {"loss": float(self.mean_loss.compute())}
+        out.update({k: float(v) for k, v in values.items() if k != "label_f1"})
+        out.update(label_f1=values["label_f1"].tolist(), threshold=self.threshold, num_examples=self.count)
+        return out
+
+
 def metrics_report(metrics: Dict[str, Any], id2label: Dict[int, str], best_epoch: int, num_epochs: int,
-                   source: str) -> Dict[str, Any]:
+                   source: str, selected_by: str = "accuracy") -> Dict[str, Any]:
     """The `metrics.json` document: the headline metrics, then per class, then where the numbers came from."""
+    where = {"weights_source": source, "best_epoch": best_epoch, "num_epochs": num_epochs, "selected_by": selected_by}
+    if "confusion_matrix" not in metrics:  # regression or multi-label
+        report = {k: v for k, v in metrics.items() if k != "label_f1"}
+        if "label_f1" in metrics:
+            report["per_label_f1"] = {id2label.get(i, f"LABEL_{i}"): f for i, f in enumerate(metrics["label_f1"])}
+        report.update(where, num_labels=len(id2label), id2label={str(i): n for i, n in id2label.items()})
+        return report
     names = [id2label.get(i, f"LABEL_{i}") for i in range(len(metrics["support"]))]
     per_class = {name: {"id": i, "precision": metrics["class_precision"][i], "recall": metrics["class_recall"][i],
                         "f1": metrics["class_f1"][i], "support": metrics["support"][i]} for i, name in enumerate(names)}
     return {
         "loss": metrics["loss"],
         "accuracy": metrics["accuracy"],
+        "mcc": metrics["mcc"],
         "f1": metrics["f1"],
         "precision": metrics["precision"],
         "recall": metrics["recall"],
@@ -83,9 +182,7 @@ def metrics_report(metrics: Dict[str, Any], id2label: Dict[int, str], best_epoch
         "confusion_matrix": metrics["confusion_matrix"],
         "confusion_matrix_axes": "rows: true label, columns: predicted label (label id order)",
         "num_examples": metrics["num_examples"],
-        "weights_source": source,
-        "best_epoch": best_epoch,
-        "num_epochs": num_epochs,
+        **where,
         "num_labels": len(names),
         "id2label": {str(i): name for i, name in enumerate(names)},
     }
@@ -98,14 +195,28 @@ def report_json(report: Dict[str, Any]) -> str:
                   lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text) + "\n"
 
 
+HEADLINE = ("loss", "accuracy", "mcc", "f1", "precision", "recall", "pearson", "spearman", "f1_micro", "f1_macro",
+            "precision_micro", "recall_micro", "exact_match")
+
+
+def headline(metrics: Dict[str, Any]) -> str:
+    return " | ".join(f"{k} {metrics[k]:.4f}" for k in HEADLINE if k in metrics)
+
+
 def format_report(report: Dict[str, Any]) -> str:
+    title = (f"Test metrics of the best epoch ({report['best_epoch']} of {report['num_epochs']}, by "
+             f"{report.get('selected_by', 'accuracy')}), {report['num_examples']} examples")
+    if "per_class" not in report:  # regression or multi-label
+        lines = [title, "  " + headline(report)]
+        for name, f1 in report.get("per_label_f1", {}).items():
+            lines.append(f"  {name:<16} f1 {f1:.4f}")
+        for name, extra in report.get("extra_tests", {}).items():
+            lines.append(f"  {name}: {headline(extra)}")
+        return "\n".join(lines)
     names = list(report["per_class"])
     avg = (f"binary, positive class 1 ({report['positive_label']})" if report["average"] == "binary"
            else "macro average over classes")
-    lines = [f"Test metrics of the best epoch ({report['best_epoch']} of {report['num_epochs']}, by accuracy), "
-             f"{report['num_examples']} examples; precision/recall/f1: {avg}",
-             f"  loss {report['loss']:.4f} | accuracy {report['accuracy']:.4f} | f1 {report['f1']:.4f} | "
-             f"precision {report['precision']:.4f} | recall {report['recall']:.4f}"]
+    lines = [f"{title}; precision/recall/f1: {avg}", "  " + headline(report)]
     width = max(8, *(len(n) for n in names)) + 4
     lines.append(f"  {'class':<{width}} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
     for name in names:
@@ -117,4 +228,6 @@ def format_report(report: Dict[str, Any]) -> str:
     lines.append("  " + " " * width + "".join(f"{i:>{cell}}" for i in range(len(names))))
     for i, row in enumerate(report["confusion_matrix"]):
         lines.append(f"  {str(i) + ' ' + names[i]:<{width}}" + "".join(f"{v:>{cell}}" for v in row))
+    for name, extra in report.get("extra_tests", {}).items():
+        lines.append(f"  {name}: {headline(extra)}")
     return "\n".join(lines)

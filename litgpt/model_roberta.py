@@ -285,6 +285,25 @@ class RobertaForSequenceClassification(_RobertaPreTrained):
         return self.classifier(self.roberta.hidden_at(input_ids, attention_mask, first, token_type_ids),
                                self.roberta.pooler)
 
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return classification_loss(logits, labels, self.config.problem_type)
+
+
+# HF's `problem_type` names, by `--problem_type`; each decides the loss (and the finetuning metrics)
+PROBLEM_TYPES = {"single_label": "single_label_classification", "regression": "regression",
+                 "multi_label": "multi_label_classification"}
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: Optional[str]) -> torch.Tensor:
+    """HF `RobertaForSequenceClassification`'s loss: cross-entropy over class ids, MSE against float scores for
+    regression (one output), or per-label binary cross-entropy on multi-hot float labels for multi-label."""
+    logits = logits.float()
+    if problem_type == "regression":
+        return F.mse_loss(logits.squeeze(-1), labels.float())
+    if problem_type == "multi_label_classification":
+        return F.binary_cross_entropy_with_logits(logits, labels.float())
+    return F.cross_entropy(logits, labels)
+
 
 # `--lora_targets` names -> the linear layers of every block that get an adapter (`kernels.add_lora`)
 LORA_TARGETS = {"qkv": "attn.qkv", "proj": "attn.proj", "fc": "mlp.fc", "mlp_proj": "mlp.proj"}

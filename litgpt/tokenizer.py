@@ -8,7 +8,7 @@ files.
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 from litgpt.utils import UsageError, atomic_write_text, first_line, read_json
 
@@ -253,6 +253,19 @@ class Tokenizer:
         """`<s> A </s></s> B </s>` (`[CLS] A [SEP] B [SEP]`); truncation removes tokens from the longer text first
         (HF's `longest_first`)."""
         return self._backend(max_length, pair=True).encode(text_a, text_b).ids
+
+    def encode_pair_batch(self, texts_a: Sequence[str], texts_b: Sequence[str], max_length: Optional[int] = None
+                          ) -> Tuple[List[List[int]], List[List[int]]]:
+        """`encode_pair` for many pairs at once: (ids, token type ids). The types are 0 for the first text and its
+        special tokens and 1 for the second (`[CLS] A [SEP]` / `B [SEP]`) with WordPiece, all 0 with RoBERTa's
+        BPE, as HuggingFace's tokenizers give them."""
+        pairs = list(zip(texts_a, texts_b))
+        if len(pairs) != len(texts_a) or len(pairs) != len(texts_b):
+            raise ValueError("encode_pair_batch expects as many second texts as first texts")
+        if not all(isinstance(a, str) and isinstance(b, str) for a, b in pairs):
+            raise TypeError("encode_pair_batch expects sequences of str")
+        encodings = self._backend(max_length, pair=True).encode_batch(pairs)
+        return [e.ids for e in encodings], [e.type_ids for e in encodings]
 
     def encode_batch(self, texts: Sequence[str], max_length: Optional[int] = None,
                      add_special_tokens: bool = True) -> List[List[int]]:

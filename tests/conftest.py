@@ -315,6 +315,14 @@ def assert_parity(ours, theirs, texts):
     for a, b in zip(texts[:120], texts[60:180]):
         assert ours.encode_pair(a, b) == theirs(a, b)["input_ids"], (a, b)
         assert ours.encode_pair(a, b, max_length=10) == theirs(a, b, truncation=True, max_length=10)["input_ids"]
+    # >= 300 pairs at once, with HF's default truncation (longest_first) cutting one text, the other or both
+    firsts, seconds = texts[:320], texts[::-1][:320]
+    for n in (None, 9, 24, 64):
+        expected = theirs(firsts, seconds, return_token_type_ids=True,
+                          **({} if n is None else dict(truncation=True, max_length=n)))
+        ids, types = ours.encode_pair_batch(firsts, seconds, max_length=n)
+        assert ids == expected["input_ids"], n
+        assert types == expected["token_type_ids"], n
     for ids in batch[:100]:
         assert ours.decode(ids) == theirs.decode(ids, skip_special_tokens=True)
         assert ours.decode(ids, skip_special_tokens=False) == theirs.decode(ids)

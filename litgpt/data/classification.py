@@ -7,11 +7,19 @@ Files in a data folder, per split (the first one found wins):
 - `.jsonl`: one such record per line;
 - `.csv` / `.tsv`: a header row naming a `text` (or `sentence`) and a `label` column; other columns are ignored.
   TSV is read without quoting, as GLUE ships it.
+- Sentence pairs: a second text column, found by name (`text`/`text_b`, `sentence1`/`sentence2`, `question`/
+  `sentence`, `premise`/`hypothesis`, `question1`/`question2`) or named with `text_columns=["a", "b"]`. Every row
+  of a pair file needs both texts. A pair is encoded as the model's tokenizer encodes one (`<s> a </s></s> b </s>`,
+  `[CLS] a [SEP] b [SEP]` with token types), truncated longest-first (HF's default) to `max_seq_length`.
 - AG News (`use_agnews=True`): the JSONL layout above with labels 0-3, or the original `train.csv`/`test.csv`
   without a header: class index 1-4, title, description -> text = "title description", label = index - 1.
 
-Labels are ids (`0`, `"1"`) or names. Names become ids through a given list of names (id order), else the
-sorted unique names of the train split. An optional `labels.txt` beside the splits (one class name per line, in id
+Labels (a `label`, `labels` or `score` column) depend on the problem type:
+- `single_label`: one class per example, an id (`0`, `"1"`) or a name. Names become ids through a given list of
+  names (id order), else the sorted unique names of the train split.
+- `regression`: one number per example (`num_labels` 1).
+- `multi_label`: a list of classes per example (a JSON list; in CSV/TSV a comma-separated cell), ids or names as
+  above; an example may have none (`[]`). An optional `labels.txt` beside the splits (one class name per line, in id
 order) names the classes, as `--label_names` does. Every problem is a `UsageError` naming the file and the row.
 
 How the finetuning loop uses it (the pretraining modules' contract, see `litgpt.data.base`)::
@@ -23,15 +31,17 @@ How the finetuning loop uses it (the pretraining modules' contract, see `litgpt.
     for epoch in ...:
         data.set_epoch(epoch)                               # the epoch's shuffle
         for batch in train_loader: ...                      # dicts of input_ids, attention_mask, labels
+                                                        # (and token_type_ids for pairs of a BERT tokenizer)
 """
 
 import csv
 import io
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch.utils.data import DataLoader
@@ -43,9 +53,14 @@ from litgpt.utils import UsageError, pad_right
 
 SUFFIXES = (".json", ".jsonl", ".csv", ".tsv")
 TEXT_KEYS = ("text", "sentence")
-LABEL_KEYS = ("label",)
+# a second text column is found by these names (first and second), unless `text_columns` names both
+PAIR_KEYS = (("text", "text_b"), ("sentence1", "sentence2"), ("question", "sentence"), ("premise", "hypothesis"),
+             ("question1", "question2"))
+LABEL_KEYS = ("label", "labels", "score")
+PROBLEM_TYPES = ("single_label", "regression", "multi_label")
 
-Label = Union[int, str]
+Label = Union[int, str, float, List[Union[int, str]]]
+Record = Tuple[str, str, Optional[str], Label]  # (where in the file, text, second text or None, raw label)
 
 
 @dataclass
@@ -56,7 +71,8 @@ class Split:
     texts: List[str]
     raw_labels: List[Label]
     rows: List[str]
-    labels: List[int] = field(default_factory=list)
+    labels: List[Any] = field(default_factory=list)  # class ids, floats (regression) or lists of ids (multi-label)
+    texts_b: Optional[List[str]] = None  # the second texts of a pair file
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -76,6 +92,9 @@ class ClassificationDataModule(DataModule):
         use_agnews: Read AG News (4 classes), also in its original header-less CSV.
         label_names: Class names in id order, mapping name labels to ids.
         num_workers: DataLoader worker processes.
+        problem_type: `single_label`, `regression` or `multi_label` (see the module docstring).
+        text_columns: The text column, or the two columns of a pair; default: found by name.
+        glue_task: Read the GLUE task of this name (`litgpt.data.glue`) from `data_dir` in GLUE's own layout.
     """
 
     data_dir: Path
@@ -83,9 +102,17 @@ class ClassificationDataModule(DataModule):
     use_agnews: bool = False
     label_names: Optional[List[str]] = None
     num_workers: int = 0
+    problem_type: str = "single_label"
+    text_columns: Optional[List[str]] = None
+    glue_task: Optional[str] = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
+        if self.problem_type not in PROBLEM_TYPES:
+            raise UsageError(f"--problem_type {self.problem_type!r}: expected one of {', '.join(PROBLEM_TYPES)}")
+        if self.text_columns is not None and not 1 <= len(self.text_columns) <= 2:
+            raise UsageError(f"--text_columns {','.join(self.text_columns)}: expected one column name, or two for "
+                             "sentence pairs")
         label_names, names_from = self.label_names, "--label_names"
         if self.use_agnews:
             if self.num_labels != len(AGNEWS_LABELS):
@@ -95,16 +122,29 @@ class ClassificationDataModule(DataModule):
         elif label_names is None and (self.data_dir / "labels.txt").is_file():
             names_from = str(self.data_dir / "labels.txt")
             label_names = read_label_names(self.data_dir / "labels.txt")
-        if self.use_agnews and not any((self.data_dir / f"train{suffix}").is_file() for suffix in SUFFIXES):
+        # further evaluation splits beside `test` (MNLI's mismatched dev set), scored with the best weights at the end
+        self.extra_tests: Dict[str, Split] = {}
+        if self.glue_task is not None:
+            from litgpt.data.glue import read_glue
+
+            self.train, self.test, self.extra_tests = read_glue(self.glue_task, self.data_dir)
+        elif self.use_agnews and not any((self.data_dir / f"train{suffix}").is_file() for suffix in SUFFIXES):
             self.train, self.test = (parquet_split(path) for path in fetch_agnews().values())
         else:
-            self.train = read_split(find_split_file(self.data_dir, "train"), agnews=self.use_agnews)
-            self.test = read_split(find_split_file(self.data_dir, "test"), agnews=self.use_agnews)
-        self.id2label = assign_labels(self.train, self.test, self.num_labels, label_names, names_from=names_from)
+            self.train, self.test = (read_split(find_split_file(self.data_dir, name), self.use_agnews,
+                                                self.text_columns, self.problem_type) for name in ("train", "test"))
+        for split in (self.test, *self.extra_tests.values()):
+            if (split.texts_b is None) != (self.train.texts_b is None):
+                pair, single = (self.train, split) if split.texts_b is None else (split, self.train)
+                raise UsageError(f"{pair.path} holds sentence pairs but {single.path} single texts; give both "
+                                 "splits the same text columns")
+        self.id2label = assign_labels(self.train, [self.test, *self.extra_tests.values()], self.num_labels,
+                                      label_names, names_from=names_from, problem_type=self.problem_type)
         if self.use_agnews:
             check_agnews_labels(self.train.labels, str(self.train.path))
         self._train_set: Optional[TokenizedSplit] = None
         self._test_set: Optional[TokenizedSplit] = None
+        self._extra_sets: Dict[str, TokenizedSplit] = {}
         self._train_loader: Optional[DataLoader] = None
 
     @property
@@ -113,11 +153,16 @@ class ClassificationDataModule(DataModule):
         import hashlib
 
         h = hashlib.sha256()
-        for split in (self.train, self.test):
-            for text, label in zip(split.texts, split.labels):
-                h.update(f"{label}\t{text}\n".encode("utf-8"))
+        for split in (self.train, self.test, *self.extra_tests.values()):
+            for i, (text, label) in enumerate(zip(split.texts, split.labels)):
+                second = "" if split.texts_b is None else f"\t{split.texts_b[i]}"
+                h.update(f"{label}\t{text}{second}\n".encode("utf-8"))
             h.update(b"\x00")
         return h.hexdigest()
+
+    @property
+    def pairs(self) -> bool:
+        return self.train.texts_b is not None
 
     def connect(self, tokenizer: Any, batch_size: int = 1, max_seq_length: Optional[int] = None, seed: int = 42,
                 rank: int = 0, world_size: int = 1, eval_batch_size: Optional[int] = None) -> None:
@@ -134,13 +179,18 @@ class ClassificationDataModule(DataModule):
         self._require_connected()
         self._train_set = tokenize_split(self.train, self.tokenizer, self.max_seq_length)
         self._test_set = tokenize_split(self.test, self.tokenizer, self.max_seq_length)
+        self._extra_sets = {name: tokenize_split(split, self.tokenizer, self.max_seq_length)
+                            for name, split in self.extra_tests.items()}
         self._train_loader = None
 
     def _make_train_loader(self) -> DataLoader:
         if self._train_set is None:
             raise RuntimeError("ClassificationDataModule: call setup() before train_dataloader()")
-        return make_dataloader(self._train_set, self.batch_size, self.tokenizer.pad_id, shuffle=True, seed=self.seed,
+        return make_dataloader(self._train_set, self.batch_size, self._collator(), shuffle=True, seed=self.seed,
                                rank=self.rank, world_size=self.world_size, num_workers=self.num_workers)
+
+    def _collator(self) -> "ClassificationCollator":
+        return ClassificationCollator(self.tokenizer.pad_id, self.problem_type, self.num_labels)
 
     def set_epoch(self, epoch: int) -> None:
         """Selects the epoch's shuffle of the train loader."""
@@ -150,8 +200,15 @@ class ClassificationDataModule(DataModule):
         """The test split, longest first, each rank its share."""
         if self._test_set is None:
             raise RuntimeError("ClassificationDataModule: call setup() before val_dataloader()")
-        return make_dataloader(self._test_set, self.eval_batch_size, self.tokenizer.pad_id, shuffle=False,
-                               rank=self.rank, world_size=self.world_size, num_workers=self.num_workers)
+        return self._eval_loader(self._test_set)
+
+    def extra_dataloaders(self) -> Dict[str, DataLoader]:
+        """The further evaluation splits (`extra_tests`), by name."""
+        return {name: self._eval_loader(dataset) for name, dataset in self._extra_sets.items()}
+
+    def _eval_loader(self, dataset: "TokenizedSplit") -> DataLoader:
+        return make_dataloader(dataset, self.eval_batch_size, self._collator(), shuffle=False, rank=self.rank,
+                               world_size=self.world_size, num_workers=self.num_workers)
 
     def state_dict(self) -> Dict[str, Any]:
         """No mid-epoch position: finetuning resumes at an epoch boundary, with `set_epoch`."""
@@ -175,6 +232,40 @@ def find_split_file(data_dir: Path, split: str) -> Path:
     raise UsageError(f"--data_dir {data_dir}: no {split} split; looked for {', '.join(names)}")
 
 
+@dataclass(frozen=True)
+class Columns:
+    """Which fields of a file's records hold the text(s) and the label, and what kind of label it is."""
+
+    text: str
+    text_b: Optional[str]
+    label: str
+    problem_type: str = "single_label"
+
+    def expected(self) -> str:
+        texts = f"'{self.text}' and '{self.text_b}' (a pair file)" if self.text_b else f"'{self.text}'"
+        return f"every record needs {texts} and '{self.label}'"
+
+
+def find_columns(keys: Sequence[str], text_columns: Optional[Sequence[str]], problem_type: str,
+                 where: str) -> Columns:
+    """The columns among a file's field names: `text_columns` when given, else a known pair, else one text."""
+    keys = list(keys)
+    if text_columns:
+        missing = [c for c in text_columns if c not in keys]
+        if missing:
+            raise UsageError(f"{where}: no {missing[0]!r} column for --text_columns {','.join(text_columns)}; "
+                             f"found {', '.join(map(str, keys[:10]))}")
+        text, text_b = text_columns[0], (text_columns[1] if len(text_columns) > 1 else None)
+    else:
+        text, text_b = next(((a, b) for a, b in PAIR_KEYS if a in keys and b in keys),
+                            (next((k for k in TEXT_KEYS if k in keys), None), None))
+    label = next((k for k in LABEL_KEYS if k in keys), None)
+    if text is None or label is None:
+        raise UsageError(f"{where}: expected a 'text' and a 'label' field (or --text_columns), found "
+                         f"{', '.join(map(str, keys[:10])) or 'none'}")
+    return Columns(text, text_b, label, problem_type)
+
+
 def _parse_label(value: Any, where: str) -> Label:
     if isinstance(value, bool):
         raise UsageError(f"{where}: label {value!r} is a boolean; expected a class id or a class name")
@@ -188,45 +279,91 @@ def _parse_label(value: Any, where: str) -> Label:
     raise UsageError(f"{where}: label {value!r} is not a class id or a class name")
 
 
-def _record(obj: Any, where: str) -> Tuple[str, Label]:
+def _parse_score(value: Any, where: str) -> float:
+    try:
+        score = float(value) if not isinstance(value, bool) and isinstance(value, (int, float, str)) else None
+    except ValueError:
+        score = None
+    if score is None or not math.isfinite(score):
+        raise UsageError(f"{where}: label {value!r} is not a number; --problem_type regression needs a numeric "
+                         "label on every row")
+    return score
+
+
+def _parse_label_list(value: Any, where: str) -> List[Union[int, str]]:
+    if isinstance(value, str):  # a CSV/TSV cell: "sports,politics" or "0,3"
+        value = [part for part in value.split(",") if part.strip()] if value.strip() else None
+    if not isinstance(value, list):
+        raise UsageError(f"{where}: label {value!r} is not a list of classes; --problem_type multi_label expects a "
+                         'list per example, e.g. ["sports", "politics"] (in CSV/TSV: "sports,politics")')
+    return [_parse_label(v, where) for v in value]
+
+
+def parse_label(value: Any, where: str, problem_type: str) -> Label:
+    if problem_type == "regression":
+        return _parse_score(value, where)
+    if problem_type == "multi_label":
+        return _parse_label_list(value, where)
+    return _parse_label(value, where)
+
+
+def _record(obj: Any, where: str, columns: Columns) -> Tuple[str, Optional[str], Label]:
     if not isinstance(obj, dict):
-        raise UsageError(f"{where}: expected an object with 'text' and 'label', found {type(obj).__name__}")
-    text = next((obj[k] for k in TEXT_KEYS if k in obj), None)
-    if not isinstance(text, str) or not text.strip():
-        what = ("no 'text'" if text is None else "an empty text" if isinstance(text, str)
-                else f"a {type(text).__name__} text")
-        raise UsageError(f"{where}: record has {what}; expected {{\"text\": ..., \"label\": ...}}")
-    if "label" not in obj or obj["label"] is None:
-        raise UsageError(f"{where}: record has no 'label'; expected {{\"text\": ..., \"label\": ...}}")
-    return text, _parse_label(obj["label"], where)
+        raise UsageError(f"{where}: expected an object with '{columns.text}' and '{columns.label}', found "
+                         f"{type(obj).__name__}")
+    texts = []
+    for name in (columns.text, columns.text_b):
+        if name is None:
+            texts.append(None)
+            continue
+        text = obj.get(name)
+        if not isinstance(text, str) or not text.strip():
+            what = (f"no {name!r}" if text is None else f"an empty {name!r}" if isinstance(text, str)
+                    else f"a {type(text).__name__} {name!r}")
+            raise UsageError(f"{where}: record has {what}; {columns.expected()}")
+        texts.append(text)
+    if obj.get(columns.label) is None:
+        raise UsageError(f"{where}: record has no {columns.label!r}; {columns.expected()}")
+    return texts[0], texts[1], parse_label(obj[columns.label], where, columns.problem_type)
 
 
-def _read_json(path: Path, text: str) -> Iterator[Tuple[str, str, Label]]:
+def _json_columns(path: Path, records: List[Any], text_columns, problem_type: str) -> Columns:
+    keys: Dict[str, None] = {}  # the union of the records' fields, in order: a field on only some rows is missing
+    for obj in records:
+        if isinstance(obj, dict):
+            keys.update(dict.fromkeys(obj))
+    return find_columns(list(keys), text_columns, problem_type, str(path))
+
+
+def _read_json(path: Path, text: str, text_columns, problem_type: str) -> Iterator[Record]:
     try:
         records = json.loads(text)
     except json.JSONDecodeError as ex:
         if ex.msg == "Extra data" and text.lstrip().startswith("{"):  # one object per line, as AG News often comes
-            yield from _read_jsonl(path, text)
+            yield from _read_jsonl(path, text, text_columns, problem_type)
             return
         raise UsageError(f"{path}:{ex.lineno}: not valid JSON ({ex.msg})") from None
     if not isinstance(records, list):
         raise UsageError(f"{path}: expected a JSON list of {{\"text\", \"label\"}} records, "
                          f"found {type(records).__name__}")
+    columns = _json_columns(path, records, text_columns, problem_type) if records else None
     for i, obj in enumerate(records, 1):
         row = f"record {i}"
-        yield (row, *_record(obj, f"{path}: {row}"))
+        yield (row, *_record(obj, f"{path}: {row}", columns))
 
 
-def _read_jsonl(path: Path, text: str) -> Iterator[Tuple[str, str, Label]]:
+def _read_jsonl(path: Path, text: str, text_columns, problem_type: str) -> Iterator[Record]:
+    records = []
     for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            records.append((f"line {i}", json.loads(line)))
         except json.JSONDecodeError as ex:
             raise UsageError(f"{path}:{i}: not valid JSON ({ex.msg})") from None
-        row = f"line {i}"
-        yield (row, *_record(obj, f"{path}: {row}"))
+    columns = _json_columns(path, [obj for _, obj in records], text_columns, problem_type) if records else None
+    for row, obj in records:
+        yield (row, *_record(obj, f"{path}: {row}", columns))
 
 
 def _csv_rows(path: Path, text: str) -> Iterator[Tuple[int, List[str]]]:
@@ -243,22 +380,37 @@ def _csv_rows(path: Path, text: str) -> Iterator[Tuple[int, List[str]]]:
         raise UsageError(f"{path}:{reader.line_num}: not valid CSV ({ex})") from None
 
 
-def _read_csv(path: Path, text: str) -> Iterator[Tuple[str, str, Label]]:
+def read_table(path: Path, text: str, columns: Optional[Columns], text_columns=None, problem_type: str = "single_label",
+               header: Optional[List[str]] = None) -> Iterator[Record]:
+    """CSV/TSV rows as records. The first row is the header unless `header` names the columns (a file without one,
+    as GLUE's CoLA); `columns` fixes the fields to read, else they are found in the header."""
     rows = _csv_rows(path, text)
-    first = next(rows, None)
-    if first is None:
-        return
-    header = [h.strip().lower() for h in first[1]]
-    text_col = next((header.index(k) for k in TEXT_KEYS if k in header), None)
-    label_col = next((header.index(k) for k in LABEL_KEYS if k in header), None)
-    if text_col is None or label_col is None:
-        raise UsageError(f"{path}:{first[0]}: expected a header row with 'text' and 'label' columns, found "
-                         f"{first[1][:4]}; for the original AG News CSV (no header) pass --use_agnews")
+    if header is None:
+        first = next(rows, None)
+        if first is None:
+            return
+        header = [h.strip() for h in first[1]]
+        where = f"{path}:{first[0]}"
+    else:
+        where = str(path)
+    if columns is not None:
+        missing = [c for c in (columns.text, columns.text_b, columns.label) if c is not None and c not in header]
+        if missing:
+            raise UsageError(f"{where}: no {missing[0]!r} column; found {', '.join(header[:12])}")
+    else:
+        lowered = [h.lower() for h in header]
+        wanted = [c.lower() for c in text_columns] if text_columns else None
+        try:
+            found = find_columns(lowered, wanted, problem_type, where)
+        except UsageError as ex:
+            raise UsageError(f"{ex}; for the original AG News CSV (no header) pass --use_agnews") from None
+        header = lowered
+        columns = found
     for line, row in rows:
-        where = f"{path}: line {line}"
+        row_where = f"{path}: line {line}"
         if len(row) != len(header):
-            raise UsageError(f"{where}: {len(row)} columns, the header has {len(header)}")
-        yield (f"line {line}", *_record({"text": row[text_col], "label": row[label_col]}, where))
+            raise UsageError(f"{row_where}: {len(row)} columns, the header has {len(header)}")
+        yield (f"line {line}", *_record(dict(zip(header, row)), row_where, columns))
 
 
 def _read_agnews_csv(path: Path, text: str) -> Iterator[Tuple[str, str, Label]]:
@@ -286,37 +438,62 @@ def _has_text_label_header(path: Path, text: str) -> bool:
     return bool(header & set(TEXT_KEYS)) and bool(header & set(LABEL_KEYS))
 
 
-def read_split(path: Path, agnews: bool = False) -> Split:
+def read_split(path: Path, agnews: bool = False, text_columns: Optional[Sequence[str]] = None,
+               problem_type: str = "single_label") -> Split:
     text = read_text(path)
     if path.suffix == ".json":
-        records = _read_json(path, text)
+        records = _read_json(path, text, text_columns, problem_type)
     elif path.suffix == ".jsonl":
-        records = _read_jsonl(path, text)
+        records = _read_jsonl(path, text, text_columns, problem_type)
     elif agnews and path.suffix == ".csv" and not _has_text_label_header(path, text):
-        records = _read_agnews_csv(path, text)
+        records = ((row, body, None, label) for row, body, label in _read_agnews_csv(path, text))
     else:
-        records = _read_csv(path, text)
-    split = Split(path=path, texts=[], raw_labels=[], rows=[])
-    for row, body, label in records:
+        records = read_table(path, text, None, text_columns, problem_type)
+    return collect_split(path, records)
+
+
+def collect_split(path: Path, records: Iterable[Record]) -> Split:
+    split = Split(path=path, texts=[], raw_labels=[], rows=[], texts_b=[])
+    for row, body, second, label in records:
         split.rows.append(row)
         split.texts.append(body)
+        split.texts_b.append(second)
         split.raw_labels.append(label)
     if not split.texts:
         raise UsageError(f"{path}: no examples; expected labelled records with 'text' and 'label'")
+    if split.texts_b[0] is None:
+        split.texts_b = None
     return split
 
 
 # ---- labels ---------------------------------------------------------------------------------------------------
-def assign_labels(train: Split, test: Split, num_labels: int, label_names: Optional[Sequence[str]] = None,
-                  flag_hint: str = "", names_from: str = "--label_names") -> Dict[int, str]:
-    """Turns raw labels into ids in [0, num_labels) and returns id2label."""
+def assign_labels(train: Split, tests: Sequence[Split], num_labels: int, label_names: Optional[Sequence[str]] = None,
+                  flag_hint: str = "", names_from: str = "--label_names", problem_type: str = "single_label"
+                  ) -> Dict[int, str]:
+    """Turns raw labels into ids in [0, num_labels) (a sorted list of ids per example for multi-label; floats stay
+    floats for regression) and returns id2label."""
+    splits = [train, *tests]
+    if problem_type == "regression":
+        if num_labels != 1:
+            raise UsageError(f"--num_labels {num_labels}: regression predicts one score; pass --num_labels 1")
+        for split in splits:
+            split.labels = [float(raw) for raw in split.raw_labels]
+        return {0: "LABEL_0"}
+    multi = problem_type == "multi_label"
+
+    def each(split: Split) -> Iterator[Tuple[int, Label]]:
+        for i, raw in enumerate(split.raw_labels):
+            for label in raw if multi else [raw]:
+                yield i, label
+
     names = list(label_names) if label_names else None
-    if names is None and any(isinstance(raw, str) for raw in train.raw_labels):
-        if not all(isinstance(raw, str) for raw in train.raw_labels):
-            i = next(i for i, raw in enumerate(train.raw_labels) if isinstance(raw, int))
-            raise UsageError(f"{train.where(i)}: label {train.raw_labels[i]!r} is an id among class names, and there "
-                             "is no mapping between them; use names or ids throughout, or pass --label_names")
-        names = sorted(set(train.raw_labels))
+    train_raw = list(each(train))
+    if names is None and any(isinstance(raw, str) for _, raw in train_raw):
+        if not all(isinstance(raw, str) for _, raw in train_raw):
+            i, raw = next((i, raw) for i, raw in train_raw if isinstance(raw, int))
+            raise UsageError(f"{train.where(i)}: label {raw!r} is an id among class names, and there is no mapping "
+                             "between them; use names or ids throughout, or pass --label_names")
+        names = sorted({raw for _, raw in train_raw})
     if names is not None:
         if len(set(names)) != len(names):
             raise UsageError(f"{names_from} {names}: names must be unique")
@@ -325,9 +502,10 @@ def assign_labels(train: Split, test: Split, num_labels: int, label_names: Optio
             raise UsageError(f"--num_labels {num_labels}, but {source} {len(names)} label names ({', '.join(names)})"
                              f"; pass --num_labels {len(names)}")
     label2id = {name: i for i, name in enumerate(names or [])}
-    for split in (train, test):
-        split.labels = []
-        for i, raw in enumerate(split.raw_labels):
+    top = -1
+    for split in splits:
+        ids: List[List[int]] = [[] for _ in split.raw_labels]
+        for i, raw in each(split):
             if isinstance(raw, str):
                 if raw not in label2id:
                     known = f"known names: {', '.join(label2id)}" if label2id else "the labels are ids"
@@ -338,11 +516,12 @@ def assign_labels(train: Split, test: Split, num_labels: int, label_names: Optio
             if not 0 <= label < num_labels:
                 raise UsageError(f"{split.where(i)}: label {label} is outside [0, {num_labels}) for --num_labels "
                                  f"{num_labels}{flag_hint}")
-            split.labels.append(label)
+            ids[i].append(label)
+            top = max(top, label)
+        split.labels = [sorted(set(x)) for x in ids] if multi else [x[0] for x in ids]
     if names is None:
-        top = max(max(train.labels), max(test.labels))
         if top < num_labels - 1:
-            raise UsageError(f"--num_labels {num_labels}, but the labels in {train.path.name} and {test.path.name} "
+            raise UsageError(f"--num_labels {num_labels}, but the labels in {', '.join(s.path.name for s in splits)} "
                              f"only go up to {top}; pass --num_labels {top + 1}")
         return {i: f"LABEL_{i}" for i in range(num_labels)}
     return dict(enumerate(names))
@@ -350,15 +529,19 @@ def assign_labels(train: Split, test: Split, num_labels: int, label_names: Optio
 
 # ---- tensors and batches ----------------------------------------------------------------------------------------
 class TokenizedSplit(torch.utils.data.Dataset):
-    def __init__(self, input_ids: List[List[int]], labels: List[int]) -> None:
+    """Token ids, labels and (for pairs of a BERT tokenizer) token type ids of one split."""
+
+    def __init__(self, input_ids: List[List[int]], labels: List[Any],
+                 token_types: Optional[List[List[int]]] = None) -> None:
         self.input_ids = input_ids
         self.labels = labels
+        self.token_types = token_types
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
-    def __getitem__(self, i: int) -> Tuple[List[int], int]:
-        return self.input_ids[i], self.labels[i]
+    def __getitem__(self, i: int) -> Tuple[List[int], Any, Optional[List[int]]]:
+        return self.input_ids[i], self.labels[i], None if self.token_types is None else self.token_types[i]
 
     @property
     def lengths(self) -> List[int]:
@@ -366,26 +549,41 @@ class TokenizedSplit(torch.utils.data.Dataset):
 
 
 def tokenize_split(split: Split, tokenizer: Any, max_length: int) -> TokenizedSplit:
-    return TokenizedSplit(tokenizer.encode_batch(split.texts, max_length=max_length), list(split.labels))
+    if split.texts_b is None:
+        return TokenizedSplit(tokenizer.encode_batch(split.texts, max_length=max_length), list(split.labels))
+    ids, types = tokenizer.encode_pair_batch(split.texts, split.texts_b, max_length=max_length)
+    # RoBERTa's pairs are all type 0 (it has one token type): nothing to feed the model then
+    return TokenizedSplit(ids, list(split.labels), types if any(any(t) for t in types) else None)
 
 
 class ClassificationCollator:
-    """`(ids, label)` pairs -> a dict of `input_ids`, `attention_mask` and `labels`, padded to the longest sequence
-    of the batch (dynamic padding) with the tokenizer's pad id."""
+    """`(ids, label[, token types])` items -> a dict of `input_ids`, `attention_mask`, `labels` (and
+    `token_type_ids`), padded to the longest sequence of the batch (dynamic padding) with the tokenizer's pad id.
+    Labels are class ids (long), scores (float, regression) or multi-hot rows (float `[B, num_labels]`)."""
 
-    def __init__(self, pad_id: int) -> None:
-        self.pad_id = pad_id
+    def __init__(self, pad_id: int, problem_type: str = "single_label", num_labels: Optional[int] = None) -> None:
+        self.pad_id, self.problem_type, self.num_labels = pad_id, problem_type, num_labels
 
-    def __call__(self, items: Sequence[Tuple[List[int], int]]) -> Dict[str, torch.Tensor]:
-        seqs = [torch.tensor(ids, dtype=torch.long) for ids, _ in items]
-        return {"input_ids": pad_right(seqs, self.pad_id),
-                "attention_mask": pad_right([torch.ones_like(s) for s in seqs], 0),
-                "labels": torch.tensor([label for _, label in items], dtype=torch.long)}
+    def __call__(self, items: Sequence[Tuple[Any, ...]]) -> Dict[str, torch.Tensor]:
+        seqs = [torch.tensor(item[0], dtype=torch.long) for item in items]
+        labels = [item[1] for item in items]
+        batch = {"input_ids": pad_right(seqs, self.pad_id),
+                 "attention_mask": pad_right([torch.ones_like(s) for s in seqs], 0)}
+        if self.problem_type == "regression":
+            batch["labels"] = torch.tensor(labels, dtype=torch.float32)
+        elif self.problem_type == "multi_label":
+            batch["labels"] = torch.zeros(len(items), self.num_labels)
+            for row, ids in enumerate(labels):
+                batch["labels"][row, ids] = 1.0
+        else:
+            batch["labels"] = torch.tensor(labels, dtype=torch.long)
+        if len(items[0]) > 2 and items[0][2] is not None:
+            batch["token_type_ids"] = pad_right([torch.tensor(item[2], dtype=torch.long) for item in items], 0)
+        return batch
 
 
-def make_dataloader(dataset: TokenizedSplit, batch_size: int, pad_id: int, shuffle: bool, seed: int = 42,
-                    rank: int = 0, world_size: int = 1, num_workers: int = 0) -> DataLoader:
+def make_dataloader(dataset: TokenizedSplit, batch_size: int, collate: ClassificationCollator, shuffle: bool,
+                    seed: int = 42, rank: int = 0, world_size: int = 1, num_workers: int = 0) -> DataLoader:
     """Training: shuffled batches of similar lengths, so padding stays small. Evaluation: longest first."""
     batches = EpochBatches(len(dataset), batch_size, shuffle, seed, rank, world_size, lengths=dataset.lengths)
-    return DataLoader(dataset, batch_sampler=batches, collate_fn=ClassificationCollator(pad_id),
-                      num_workers=num_workers)
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=num_workers)

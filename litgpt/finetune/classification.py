@@ -1,9 +1,12 @@
 """`litgpt finetune` / `scripts/finetune_roberta.py`: sequence classification on labelled text with Lightning Fabric.
 
-setup() checks the flags, reads the data and finds the weights -> main() builds batches, model and optimizer -> fit()
-trains epoch by epoch, evaluates on the test split after each one and keeps the best epoch -> the best weights are
-exported as a HuggingFace-loadable `output_dir` (config.json, pytorch_model.bin, tokenizer, classifier.pt,
-metrics.json).
+setup() checks the flags and reads the data (or hands `--glue` to `litgpt/finetune/glue.py`) -> finetune() finds the
+weights -> main() builds batches, model and optimizer -> fit() trains epoch by epoch, evaluates on the test split
+after each one and keeps the best epoch -> the best weights are exported as a HuggingFace-loadable `output_dir`
+(config.json, pytorch_model.bin, tokenizer, classifier.pt, metrics.json).
+
+Single texts or sentence pairs; one class per text, a regression score (`--num_labels 1`) or several classes
+(`--problem_type multi_label`), each with HF's loss for that `problem_type` (`model_roberta.classification_loss`).
 
 After every epoch `output_dir/train_state.pt` holds everything needed to continue (model, optimizer, scheduler, RNG,
 the best epoch so far); `--resume` continues from it and ends with the same weights as an uninterrupted run.
@@ -17,7 +20,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from litgpt.args import FinetuneArgs, check_finetune_args
 from litgpt.checkpoint import check_state_dict, find_checkpoint
@@ -25,8 +27,13 @@ from litgpt.config import Config, name_to_config
 from litgpt.data.classification import ClassificationDataModule
 from litgpt.export import STATE_FILE, check_output_dir, prepare_output_dir, save_adapters, save_finetuned
 from litgpt.kernels import add_lora
-from litgpt.metrics import ClassificationMetrics, format_report, metrics_report
-from litgpt.model_roberta import LORA_TARGETS, RobertaForSequenceClassification
+from litgpt.metrics import SELECTION, format_report, make_metrics, metrics_report
+from litgpt.model_roberta import (
+    LORA_TARGETS,
+    PROBLEM_TYPES,
+    RobertaForSequenceClassification,
+    classification_loss,
+)
 from litgpt.run import default_precision, make_fabric, plain, unwrap
 from litgpt.tokenizer import Tokenizer
 from litgpt.utils import UsageError, atomic_torch_save, capture_rng, make_adamw, restore_rng, safe_torch_load
@@ -34,16 +41,43 @@ from litgpt.utils import UsageError, atomic_torch_save, capture_rng, make_adamw,
 # what must not change between a run and its `--resume`, or the result would not be the uninterrupted run's
 RESUME_KEYS = ("num_labels", "batch_size", "learning_rate", "max_length", "seed", "warmup_ratio", "weight_decay",
                "max_grad_norm", "precision", "use_agnews", "label_names", "lora_r", "lora_alpha", "lora_dropout",
-               "lora_targets")
+               "lora_targets", "problem_type", "text_columns", "threshold", "glue")
 
 
 def setup(args: FinetuneArgs) -> None:
     check_finetune_args(args)
+    if args.glue is not None:
+        from litgpt.finetune.glue import run_glue
+
+        return run_glue(args)
+    args = resolve_problem_type(args)
+    check_output_dir(Path(args.output_dir), Path(args.data_dir), args.resume)
+    columns = [c.strip() for c in args.text_columns.split(",")] if args.text_columns else None
+    data = ClassificationDataModule(Path(args.data_dir), args.num_labels, args.use_agnews, args.label_names,
+                                    args.num_workers, args.problem_type, columns)
+    finetune(args, data)
+
+
+def resolve_problem_type(args: FinetuneArgs) -> FinetuneArgs:
+    """`--problem_type` from `--num_labels` when not given (1: regression), and regression's one output."""
+    problem_type = args.problem_type or ("regression" if args.num_labels == 1 else "single_label")
+    num_labels = args.num_labels
+    if problem_type == "regression" and num_labels == FinetuneArgs.num_labels:
+        num_labels = 1  # the default, not a request
+    if problem_type == "regression" and num_labels != 1:
+        raise UsageError(f"--num_labels {num_labels}: --problem_type regression predicts one score; pass "
+                         "--num_labels 1")
+    if problem_type != "regression" and num_labels < 2:
+        raise UsageError(f"--num_labels {num_labels}: {problem_type} classification needs at least 2 classes (for a "
+                         "score, --problem_type regression)")
+    return replace(args, problem_type=problem_type, num_labels=num_labels)
+
+
+def finetune(args: FinetuneArgs, data: ClassificationDataModule, selected_by: Optional[str] = None) -> None:
+    """Finetunes on `data` into `args.output_dir` (checked already); `selected_by` is the metric that picks the best
+    epoch (default: by problem type, `metrics.SELECTION`)."""
     args = replace(args, eval_batch_size=args.eval_batch_size or 2 * args.batch_size,
                    max_grad_norm=args.max_grad_norm or None)
-    check_output_dir(Path(args.output_dir), Path(args.data_dir), args.resume)
-    data = ClassificationDataModule(Path(args.data_dir), args.num_labels, args.use_agnews, args.label_names,
-                                    args.num_workers)
     resume_state = None
     if args.resume:
         resume_state = load_resume_state(args, data)
@@ -56,15 +90,17 @@ def setup(args: FinetuneArgs) -> None:
         with torch.device("meta"):
             load_weights(RobertaForSequenceClassification(config, args.num_labels), weights, source, check_only=True)
     max_length = fit_max_length(args.max_length, config)
-    config = replace(config, num_labels=args.num_labels, id2label=data.id2label)
+    config = replace(config, num_labels=args.num_labels, id2label=data.id2label,
+                     problem_type=PROBLEM_TYPES[args.problem_type])
     args = replace(args, precision=args.precision or default_precision())
     fabric = make_fabric(args.devices, args.accelerator, args.precision)
-    fabric.launch(main, args, data, config, tokenizer, weights, source, max_length, resume_state)
+    fabric.launch(main, args, data, config, tokenizer, weights, source, max_length, resume_state,
+                  selected_by or SELECTION[config.problem_type])
 
 
 def main(fabric, args: FinetuneArgs, data: ClassificationDataModule, config: Config, tokenizer,
          weights: Optional[Dict[str, torch.Tensor]], source: str, max_length: int,
-         resume_state: Optional[Dict[str, Any]]) -> None:
+         resume_state: Optional[Dict[str, Any]], selected_by: str) -> None:
     if resume_state is not None and resume_state.get("world_size", 1) != fabric.world_size:
         raise UsageError(f"--resume: the saved run trained on {resume_state.get('world_size', 1)} device(s), now "
                          f"{fabric.world_size}; resume with the same --devices")
@@ -99,13 +135,22 @@ def main(fabric, args: FinetuneArgs, data: ClassificationDataModule, config: Con
         state.update({k: resume_state[k] for k in ("epoch", "best", "history")})
         restore_rng(resume_state["rng"])
         fabric.print(f"Resumed {Path(args.output_dir) / STATE_FILE} after epoch {state['epoch']}")
-    fabric.print(f"{config.num_labels} labels, {len(data.train)} train / {len(data.test)} test examples, "
-                 f"{len(train_loader)} steps per epoch, precision {args.precision}")
+    what = "a regression score" if args.problem_type == "regression" else f"{config.num_labels} labels"
+    fabric.print(f"{what}{' (multi-label)' if args.problem_type == 'multi_label' else ''}, "
+                 f"{'sentence pairs, ' if data.pairs else ''}{len(data.train)} train / {len(data.test)} test "
+                 f"examples, {len(train_loader)} steps per epoch, precision {args.precision}")
 
-    fit(fabric, state, train_loader, test_loader, args, data)
+    fit(fabric, state, train_loader, test_loader, args, data, selected_by)
+    extra_tests = {}
+    if data.extra_tests:  # further dev sets (MNLI mismatched), scored with the best epoch's weights
+        unwrap(model).load_state_dict(state["best"]["model"])
+        extra_tests = {name: evaluate(fabric, model, loader, config, args.threshold)
+                       for name, loader in data.extra_dataloaders().items()}
     if fabric.global_rank == 0:
         best = state["best"]
-        report = metrics_report(best["metrics"], data.id2label, best["epoch"], state["epoch"], source)
+        report = metrics_report(best["metrics"], data.id2label, best["epoch"], state["epoch"], source, selected_by)
+        if extra_tests:
+            report["extra_tests"] = extra_tests
         report["history"] = state["history"]
         if args.lora_r:
             save_adapters(Path(args.output_dir), best["model"], config, report, args, trainable_names(model))
@@ -117,10 +162,10 @@ def main(fabric, args: FinetuneArgs, data: ClassificationDataModule, config: Con
 
 
 def fit(fabric, state: Dict[str, Any], train_loader, test_loader, args: FinetuneArgs,
-        data: ClassificationDataModule) -> None:
+        data: ClassificationDataModule, selected_by: str) -> None:
     from tqdm.auto import tqdm
 
-    model, optimizer, scheduler = state["model"], state["optimizer"], state["scheduler"]
+    model, optimizer, scheduler, config = state["model"], state["optimizer"], state["scheduler"], state["config"]
     for epoch in range(state["epoch"], args.num_epochs):
         t0 = time.perf_counter()
         model.train()
@@ -131,8 +176,8 @@ def fit(fabric, state: Dict[str, Any], train_loader, test_loader, args: Finetune
                    disable=None if fabric.global_rank == 0 else True, file=sys.stderr)
         for i, batch in enumerate(train_loader):
             batch = {k: v.to(fabric.device, non_blocking=True) for k, v in batch.items()}
-            logits = model(batch["input_ids"], batch["attention_mask"])
-            loss = F.cross_entropy(logits.float(), batch["labels"])
+            logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+            loss = classification_loss(logits, batch["labels"], config.problem_type)
             fabric.backward(loss)
             if args.max_grad_norm:
                 fabric.clip_gradients(model, optimizer, max_norm=args.max_grad_norm, error_if_nonfinite=False)
@@ -149,32 +194,36 @@ def fit(fabric, state: Dict[str, Any], train_loader, test_loader, args: Finetune
         if fabric.world_size > 1:
             totals = fabric.all_reduce(totals, reduce_op="sum")
         train_loss = (totals[0] / totals[1].clamp(min=1)).item()
-        metrics = evaluate(fabric, model, test_loader, state["config"].num_labels)
+        metrics = evaluate(fabric, model, test_loader, config, args.threshold)
         metrics.update(epoch=epoch + 1, train_loss=train_loss)
-        state["history"].append({k: metrics[k] for k in ("epoch", "train_loss", "loss", "accuracy", "f1")})
+        state["history"].append({k: metrics[k] for k in ("epoch", "train_loss", "loss", selected_by, "accuracy", "f1")
+                                 if k in metrics})
         best = state["best"]
-        improved = best is None or (metrics["accuracy"], -metrics["loss"]) > (best["metrics"]["accuracy"],
-                                                                              -best["metrics"]["loss"])
+        improved = best is None or (metrics[selected_by], -metrics["loss"]) > (best["metrics"][selected_by],
+                                                                               -best["metrics"]["loss"])
         if improved:
             weights = {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}
             state["best"] = {"epoch": epoch + 1, "metrics": metrics, "model": weights}
         state["epoch"] = epoch + 1
+        shown = " | ".join(f"{k} {metrics[k]:.4f}" for k in dict.fromkeys((selected_by, "accuracy", "f1"))
+                           if k in metrics)
         fabric.print(f"epoch {epoch + 1}/{args.num_epochs} | train loss {train_loss:.4f} | test loss "
-                     f"{metrics['loss']:.4f} | accuracy {metrics['accuracy']:.4f} | f1 {metrics['f1']:.4f} | "
-                     f"{time.perf_counter() - t0:.1f}s" + (" | best so far" if improved else ""))
+                     f"{metrics['loss']:.4f} | {shown} | {time.perf_counter() - t0:.1f}s"
+                     + (" | best so far" if improved else ""))
         if fabric.global_rank == 0:
             save_train_state(Path(args.output_dir) / STATE_FILE, state, args, data, fabric.world_size)
         fabric.barrier()
 
 
 @torch.no_grad()
-def evaluate(fabric, model, loader, num_labels: int) -> Dict[str, Any]:
-    metrics = ClassificationMetrics(num_labels, fabric.device)
+def evaluate(fabric, model, loader, config: Config, threshold: float = 0.5) -> Dict[str, Any]:
+    metrics = make_metrics(config.problem_type, config.num_labels, fabric.device, threshold)
     was_training = model.training
     model.eval()
     for batch in loader:
         batch = {k: v.to(fabric.device, non_blocking=True) for k, v in batch.items()}
-        metrics.update(model(batch["input_ids"], batch["attention_mask"]), batch["labels"])
+        metrics.update(model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")),
+                       batch["labels"])
     model.train(was_training)
     return metrics.compute()
 
@@ -210,7 +259,7 @@ def resolve_weights(model_name: str, from_scratch: bool, data: ClassificationDat
         if model_name not in name_to_config:
             raise UsageError(f"--from_scratch: --model_name {model_name!r} is not a registry config; known: {known}")
         config = Config.from_name(model_name)
-        tokenizer = train_tokenizer(data.train.texts, vocab_size=config.vocab_size,
+        tokenizer = train_tokenizer(data.train.texts + (data.train.texts_b or []), vocab_size=config.vocab_size,
                                     kind="wordpiece" if config.model_type == "bert" else "bpe")
         config = replace(config, pad_token_id=tokenizer.pad_id, bos_token_id=tokenizer.bos_id,
                          eos_token_id=tokenizer.eos_id, mask_token_id=tokenizer.mask_id)
