@@ -1,7 +1,8 @@
 """`litgpt serve`: a checkpoint behind HTTP, on LitServe, with dynamic batching.
 
-`POST /predict` takes `{"text": str}` or `{"texts": [str, ...]}` (fill-mask also `"top_k"`) and answers with the
-JSON that the matching command prints with `--json` for those texts: `litgpt classify`, `fill_mask` or `embed`.
+`POST /predict` takes `{"text": str}` or `{"texts": [str, ...]}` (fill-mask also `"top_k"`; a classifier of sentence
+pairs also `"text_pair"` / `"text_pairs"`, the second texts) and answers with the JSON that the matching command
+prints with `--json` for those texts: `litgpt classify`, `fill_mask` or `embed`.
 `GET /health` answers 200 once the model is loaded. The task follows the checkpoint's head (a classifier classifies,
 a masked LM fills masks, a bare encoder embeds); `--task embed` embeds with any of them.
 
@@ -128,7 +129,8 @@ class RequestChecks:
             raise RequestError(401, "missing or wrong API key; send the header 'Authorization: Bearer KEY'")
 
     def parse(self, body: bytes) -> Dict[str, Any]:
-        """The request body -> `{"texts": [...], "top_k": int}`, or a `RequestError` saying what is wrong."""
+        """The request body -> `{"texts": [...], "top_k": int, "pairs": [...] or None}`, or a `RequestError` saying
+        what is wrong."""
         if len(body) > self.max_bytes:
             raise RequestError(413, f"request body of {len(body)} bytes; the limit is {self.max_bytes}")
         try:
@@ -137,7 +139,8 @@ class RequestChecks:
             raise RequestError(400, f"the body is not valid JSON ({ex.__class__.__name__}: {ex})") from None
         if not isinstance(payload, dict):
             raise RequestError(422, 'expected a JSON object: {"text": "..."} or {"texts": ["...", ...]}')
-        known = {"text", "texts"} | ({"top_k"} if self.task == "fill_mask" else set())
+        known = ({"text", "texts"} | ({"top_k"} if self.task == "fill_mask" else set())
+                 | ({"text_pair", "text_pairs"} if self.task == "classify" else set()))
         unknown = sorted(set(payload) - known)
         if unknown:
             raise RequestError(422, f"unknown field {unknown[0]!r}; expected {', '.join(sorted(known))}")
@@ -148,17 +151,25 @@ class RequestChecks:
             raise RequestError(422, '"texts" must be a non-empty list of strings')
         if len(texts) > self.max_texts:
             raise RequestError(422, f'{len(texts)} texts in one request; the limit is {self.max_texts}')
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise RequestError(422, f"text {i + 1}: expected a string, got {type(text).__name__}")
-            if not text.strip():
-                raise RequestError(422, f"text {i + 1}: empty")
+        pairs = None
+        if "text_pair" in payload or "text_pairs" in payload:
+            if ("text_pair" in payload) != ("text" in payload):
+                raise RequestError(422, '"text_pair" goes with "text", "text_pairs" with "texts"')
+            pairs = [payload["text_pair"]] if "text_pair" in payload else payload["text_pairs"]
+            if not isinstance(pairs, list) or len(pairs) != len(texts):
+                raise RequestError(422, f'"text_pairs" must be a list of {len(texts)} strings, one per text')
+        for what, items in (("text", texts), ("text pair", pairs or [])):
+            for i, text in enumerate(items):
+                if not isinstance(text, str):
+                    raise RequestError(422, f"{what} {i + 1}: expected a string, got {type(text).__name__}")
+                if not text.strip():
+                    raise RequestError(422, f"{what} {i + 1}: empty")
         top_k = payload.get("top_k", 5)
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 100:
             raise RequestError(422, f'"top_k" {top_k!r}: expected an integer from 1 to 100')
         if self.task == "fill_mask":
             self._check_masks(texts)
-        return {"texts": texts, "top_k": top_k}
+        return {"texts": texts, "top_k": top_k, "pairs": pairs}
 
     def _check_masks(self, texts: List[str]) -> None:
         mask = self.tokenizer.id_to_token(self.tokenizer.mask_id)
@@ -237,24 +248,34 @@ class EncoderAPI(ls.LitAPI):
     def decode_request(self, request: Dict[str, Any]) -> Dict[str, Any]:
         # checked in the HTTP process already (CheckMiddleware): this only normalizes the shape
         texts = [request["text"]] if "text" in request else list(request["texts"])
-        return {"texts": texts, "top_k": request.get("top_k", 5)}
+        pairs = [request["text_pair"]] if "text_pair" in request else request.get("text_pairs")
+        return {"texts": texts, "top_k": request.get("top_k", 5), "pairs": None if pairs is None else list(pairs)}
 
     def predict(self, x):
         requests: List[Dict[str, Any]] = x if isinstance(x, list) else [x]
-        texts = [t for r in requests for t in r["texts"]]
-        answers = self._answer(texts, max(r["top_k"] for r in requests))
-        out, start = [], 0
-        for r in requests:
-            part = answers[start : start + len(r["texts"])]
+        top_k = max(r["top_k"] for r in requests)
+        answers: Dict[int, List[Any]] = {}
+        # one model call for the single texts and one for the pairs: each sorts and pads its texts together
+        for paired in (False, True):
+            group = [i for i, r in enumerate(requests) if (r["pairs"] is not None) == paired]
+            if not group:
+                continue
+            texts = [t for i in group for t in requests[i]["texts"]]
+            pairs = [t for i in group for t in requests[i]["pairs"]] if paired else None
+            got, start = self._answer(texts, pairs, top_k), 0
+            for i in group:
+                answers[i], start = got[start : start + len(requests[i]["texts"])], start + len(requests[i]["texts"])
+        out = []
+        for i, r in enumerate(requests):
+            part = answers[i]
             if self.task == "fill_mask":  # the batch asked for the largest top_k; each request gets its own
                 part = [[candidates[: r["top_k"]] for candidates in masks] for masks in part]
             out.append(part)
-            start += len(r["texts"])
         return out if isinstance(x, list) else out[0]
 
-    def _answer(self, texts: List[str], top_k: int) -> List[Any]:
+    def _answer(self, texts: List[str], pairs: Optional[List[str]], top_k: int) -> List[Any]:
         if self.task == "classify":
-            return self.model.predict(texts)
+            return self.model.predict(texts, pairs)
         if self.task == "fill_mask":
             return self.model.fill_mask(texts, top_k=top_k)
         return self.model.embed(texts).tolist()

@@ -101,6 +101,16 @@ def test_classifier_server_answers_batches_checks_and_stops(classifier_dir):
             answers = list(pool.map(lambda t: post(port, {"text": t}, key="s3cret"), TEXTS * 2))
         assert all(s == 200 for s, _ in answers)
         assert all(close(body, [e]) for (_, body), e in zip(answers, expected * 2))
+        # sentence pairs, alone and batched with single texts
+        seconds = TEXTS[::-1]
+        expected_pairs = Classifier.load(classifier_dir, device="cpu").predict(TEXTS, seconds)
+        status, body = post(port, {"texts": TEXTS, "text_pairs": seconds}, key="s3cret")
+        assert status == 200 and close(body, expected_pairs) and body[0]["text_pair"] == seconds[0]
+        requests = [{"text": t, "text_pair": b} if i % 2 else {"text": t}
+                    for i, (t, b) in enumerate(zip(TEXTS, seconds))]
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda r: post(port, r, key="s3cret"), requests))
+        assert all(close(body, [(expected_pairs if i % 2 else expected)[i]]) for i, (_, body) in enumerate(answers))
 
         # the key
         assert post(port, {"text": "hi"})[0] == 401
@@ -118,6 +128,10 @@ def test_classifier_server_answers_batches_checks_and_stops(classifier_dir):
             (dict(payload=["a list"]), 422),
             (dict(payload={"texts": ["x"] * 17}), 422),
             (dict(payload={"text": "x" * 30000}), 413),
+            (dict(payload={"text": "a", "text_pair": 3}), 422),
+            (dict(payload={"text": "a", "text_pair": " "}), 422),
+            (dict(payload={"texts": ["a", "b"], "text_pairs": ["c"]}), 422),
+            (dict(payload={"texts": ["a"], "text_pair": "b"}), 422),
         ]
         for kwargs, code in bad:
             status, body = post(port, kwargs.get("payload"), key="s3cret", raw=kwargs.get("raw"))
