@@ -14,9 +14,12 @@ from typing import Any, Callable, Dict, List, Optional
 # name -> (function, what it does in one line for `litgpt --help`)
 COMMANDS = {
     "pretrain": ("litgpt.pretrain:setup", "pretrain RoBERTa with masked (or causal) language modelling"),
-    "finetune": ("litgpt.finetune.classification:setup", "finetune a checkpoint for text classification"),
+    "finetune": ("litgpt.finetune.classification:setup",
+                 "finetune a checkpoint: text classification or regression (--task classification), NER, QA"),
     "fill_mask": ("litgpt.fill_mask:main", "predict the tokens behind <mask> in a text"),
     "classify": ("litgpt.classify:main", "label texts with a finetuned classifier"),
+    "ner": ("litgpt.ner:main", "tag the entities of texts with a finetuned token classifier"),
+    "qa": ("litgpt.qa:main", "answer a question from a context with a finetuned QA model"),
     "serve": ("litgpt.serve:main", "serve a checkpoint over HTTP (classify, fill_mask or embed) with dynamic batching"),
     "embed": ("litgpt.embed:main", "sentence vectors from any checkpoint's encoder (a few texts, or a whole file)"),
     "train_tokenizer": ("litgpt.train_tokenizer:train_tokenizer_command",

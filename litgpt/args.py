@@ -111,10 +111,13 @@ class EvalArgs:
 
 @dataclass
 class FinetuneArgs:
-    """Finetune an encoder (RoBERTa, BERT) for sequence classification or regression, on single texts or sentence
-    pairs, and evaluate it on the test split after every epoch.
+    """Finetune an encoder (RoBERTa, BERT) for sequence classification or regression (single texts or sentence
+    pairs), token classification (NER) or extractive question answering, and evaluate it on the test split after
+    every epoch.
 
     Args:
+        task: classification (labelled texts or pairs), ner (tagged words: CoNLL files or {"tokens", "tags"} JSONL
+            as train/test in data_dir) or qa (SQuAD v1.1/v2.0 JSON as train.json/test.json in data_dir).
         data_dir: Folder with the train and test splits: train.json/test.json (a list of {"text", "label"}),
             .jsonl, or .csv/.tsv with `text` and `label` columns (required). Labels are ids or class names. With
             --glue: GLUE's folder (holding CoLA/, SST-2/, ...) or one task's folder.
@@ -169,8 +172,12 @@ class FinetuneArgs:
             writes output_dir/TASK, and a results table is printed (and written to output_dir/glue_results.json).
         seeds: With --glue, run each task with this many seeds (--seed, --seed + 1, ...) and report the median and
             the spread, as the RoBERTa paper reports GLUE dev results (median of 5).
+        doc_stride: QA: tokens shared by consecutive windows of a context longer than --max_length; default: a
+            quarter of --max_length (HF's run_qa.py: 128 of 384).
+        max_answer_length: QA: the longest answer predicted, in tokens.
     """
 
+    task: str = "classification"
     data_dir: Optional[Path] = None
     output_dir: Path = Path("out/roberta_finetuned")
     model_name: str = "roberta-base"
@@ -202,6 +209,8 @@ class FinetuneArgs:
     threshold: float = 0.5
     glue: Optional[str] = None
     seeds: int = 1
+    doc_stride: Optional[int] = None
+    max_answer_length: int = 30
 
 
 def check_finetune_args(args: FinetuneArgs) -> None:
@@ -210,6 +219,18 @@ def check_finetune_args(args: FinetuneArgs) -> None:
     from litgpt.run import check_devices, check_precision
     from litgpt.utils import UsageError
 
+    if args.task not in ("classification", "ner", "qa"):
+        raise UsageError(f"--task {args.task!r}: expected classification, ner or qa")
+    if args.task != "classification":
+        flags = {"--glue": args.glue is not None, "--use_agnews": args.use_agnews, "--resume": args.resume,
+                 "--lora_r": bool(args.lora_r), "--problem_type": args.problem_type is not None,
+                 "--text_columns": args.text_columns is not None, "--label_names": args.label_names is not None}
+        given = [flag for flag, on in flags.items() if on]
+        if given:
+            raise UsageError(f"{given[0]} is for --task classification; it does not go with --task {args.task}")
+    if (args.doc_stride is not None and args.doc_stride < 1) or args.max_answer_length < 1:
+        raise UsageError(f"--doc_stride {args.doc_stride} / --max_answer_length {args.max_answer_length}: must be "
+                         "positive")
     if args.data_dir is None:
         raise UsageError("--data_dir is required: the folder with train.json and test.json (or .jsonl/.csv/.tsv)")
     for name in ("num_labels", "batch_size", "num_epochs", "eval_batch_size"):

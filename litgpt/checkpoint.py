@@ -91,7 +91,9 @@ def build_model(config: Config, state_dict: Dict[str, torch.Tensor], source: str
     """Instantiates the right head for `state_dict` and loads it strictly, with one clear error on a mismatch."""
     from litgpt.model_roberta import (
         RobertaForMaskedLM,
+        RobertaForQuestionAnswering,
         RobertaForSequenceClassification,
+        RobertaForTokenClassification,
         RobertaModel,
         model_class_for_state_dict,
     )
@@ -100,6 +102,10 @@ def build_model(config: Config, state_dict: Dict[str, torch.Tensor], source: str
     with torch.device("meta"):
         if kind == "classification":
             model = RobertaForSequenceClassification(config, state_dict["classifier.out_proj.weight"].shape[0])
+        elif kind == "token_classification":
+            model = RobertaForTokenClassification(config, state_dict["token_classifier.weight"].shape[0])
+        elif kind == "qa":
+            model = RobertaForQuestionAnswering(config)
         elif kind == "mlm":
             model = RobertaForMaskedLM(config)
         else:
@@ -183,6 +189,7 @@ def _from_adapters(path: Path, checkpoints_dir: Path) -> LoadedCheckpoint:
     """A LoRA finetuning output (without `--merge`): the base weights that `adapter_config.json` names, with
     `lora.pt` (the adapters and the head) folded in: one plain classifier."""
     from litgpt.kernels import fold_lora
+    from litgpt.model_roberta import headed_names
 
     spec_file = path / "adapter_config.json"
     spec = read_json(spec_file)
@@ -196,9 +203,8 @@ def _from_adapters(path: Path, checkpoints_dir: Path) -> LoadedCheckpoint:
     if base is None:
         raise UsageError(f"{spec_file}: its base weights {base_name!r} are not here; put them back (or pass --merge "
                          "when finetuning, for a self-contained output)")
-    state = {k if k.startswith(("roberta.", "lm_head.", "classifier.")) else f"roberta.{k}": v
-             for k, v in base.state_dict.items()}
-    state = {k: v for k, v in state.items() if k.startswith("roberta.")}  # the encoder; the head is the adapter's
+    # the encoder; the head is the adapter's
+    state = {k: v for k, v in headed_names(base.state_dict).items() if k.startswith("roberta.")}
     state.update(load_state_dict_file(path / "lora.pt"))
     return LoadedCheckpoint(config, fold_lora(state, scaling), find_tokenizer_dir(path),
                             f"LoRA adapters {path} on {base.source}")
@@ -212,12 +218,15 @@ def load_hf_checkpoint(
     from litgpt.convert import config_from_hf, hf_to_lit_state_dict, read_hf_config
 
     checkpoint_dir = Path(checkpoint_dir)
-    config = config_from_hf(read_hf_config(checkpoint_dir), model_name)
-    state = hf_to_lit_state_dict(load_hf_weights(checkpoint_dir), config)
+    hf_config = read_hf_config(checkpoint_dir)
+    config = config_from_hf(hf_config, model_name)
+    architecture = (hf_config.get("architectures") or [None])[0]
+    state = hf_to_lit_state_dict(load_hf_weights(checkpoint_dir), config, architecture)
     if "lm_head.bias" in state:  # an MLM model reads no pooler (HF's BertForMaskedLM drops it too)
         state = {k: v for k, v in state.items() if not k.startswith("roberta.pooler.")}
-    if "classifier.out_proj.weight" in state:
-        num_labels = state["classifier.out_proj.weight"].shape[0]
+    head = state.get("classifier.out_proj.weight", state.get("token_classifier.weight"))
+    if head is not None:
+        num_labels = head.shape[0]
         if config.num_labels != num_labels:
             config.num_labels = num_labels
             config.id2label = {i: config.id2label.get(i, f"LABEL_{i}") for i in range(num_labels)}

@@ -19,7 +19,8 @@ FAMILIES = {
     "roberta": dict(
         prefix="roberta.",
         architectures={"model": "RobertaModel", "mlm": "RobertaForMaskedLM", "causal": "RobertaForCausalLM",
-                       "classification": "RobertaForSequenceClassification"},
+                       "classification": "RobertaForSequenceClassification",
+                       "token_classification": "RobertaForTokenClassification", "qa": "RobertaForQuestionAnswering"},
         heads={
             "lm_head.dense.weight": "lm_head.dense.weight",
             "lm_head.dense.bias": "lm_head.dense.bias",
@@ -30,6 +31,8 @@ FAMILIES = {
             "classifier.dense.bias": "classifier.dense.bias",
             "classifier.out_proj.weight": "classifier.out_proj.weight",
             "classifier.out_proj.bias": "classifier.out_proj.bias",
+            "qa_outputs.weight": "qa_outputs.weight",
+            "qa_outputs.bias": "qa_outputs.bias",
         },
         # tied copies of the word embeddings, a legacy buffer, and the pooler RoBERTa's heads never read
         dropped=("lm_head.decoder.weight", "lm_head.decoder.bias", "embeddings.position_ids", "pooler."),
@@ -37,7 +40,8 @@ FAMILIES = {
     "bert": dict(
         prefix="bert.",
         architectures={"model": "BertModel", "mlm": "BertForMaskedLM", "causal": "BertLMHeadModel",
-                       "classification": "BertForSequenceClassification"},
+                       "classification": "BertForSequenceClassification",
+                       "token_classification": "BertForTokenClassification", "qa": "BertForQuestionAnswering"},
         heads={
             "cls.predictions.transform.dense.weight": "lm_head.dense.weight",
             "cls.predictions.transform.dense.bias": "lm_head.dense.bias",
@@ -46,11 +50,16 @@ FAMILIES = {
             "cls.predictions.bias": "lm_head.bias",
             "classifier.weight": "classifier.out_proj.weight",
             "classifier.bias": "classifier.out_proj.bias",
+            "qa_outputs.weight": "qa_outputs.weight",
+            "qa_outputs.bias": "qa_outputs.bias",
         },
         # tied copies, a legacy buffer, and the next-sentence head of `BertForPreTraining` checkpoints
         dropped=("cls.predictions.decoder.", "embeddings.position_ids", "cls.seq_relationship."),
     ),
 }
+# HF's token classifiers call their one linear layer `classifier`, as BERT's sequence classifier does: which one a
+# checkpoint holds comes from its architecture
+TOKEN_HEAD = {"classifier.weight": "token_classifier.weight", "classifier.bias": "token_classifier.bias"}
 # per-layer HF names -> litgpt names
 LAYER_MAP = {
     "attention.output.dense": "attn.proj",
@@ -103,7 +112,8 @@ def config_from_hf(hf_config: dict, model_name: Optional[str] = None) -> Config:
     pad = hf_config.get("pad_token_id", 0 if bert else 1)
     architectures = hf_config.get("architectures") or []
     id2label = {}
-    if FAMILIES[model_type]["architectures"]["classification"] in architectures:
+    labelled = [FAMILIES[model_type]["architectures"][k] for k in ("classification", "token_classification")]
+    if any(a in architectures for a in labelled):
         id2label = {int(k): v for k, v in (hf_config.get("id2label") or {}).items()}
     base = dict(BERT) if bert else {}
     base.update(name_to_config.get(model_name, {"name": model_name or ""}))
@@ -133,14 +143,24 @@ def config_from_hf(hf_config: dict, model_name: Optional[str] = None) -> Config:
         causal=bool(hf_config.get("is_decoder", False)),
         num_labels=len(id2label),
         id2label=id2label,
-        problem_type=hf_config.get("problem_type") if id2label else None,
+        problem_type=(hf_config.get("problem_type")
+                      if FAMILIES[model_type]["architectures"]["classification"] in architectures else None),
     )
     return Config(**base)
 
 
-def hf_to_lit_state_dict(hf_state: Dict[str, torch.Tensor], config: Config) -> Dict[str, torch.Tensor]:
+def hf_to_lit_state_dict(hf_state: Dict[str, torch.Tensor], config: Config,
+                         architecture: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """HF names -> ours. `architecture` (config.json's) tells a token classifier's `classifier` from BERT's sequence
+    classifier's; without it, a `classifier.weight` beside no pooler (BERT) or on its own (RoBERTa) is a token head."""
     family = FAMILIES[config.model_type]
     prefix = family["prefix"]
+    if architecture is None and "classifier.weight" in hf_state:
+        token = config.model_type == "roberta" or f"{prefix}pooler.dense.weight" not in hf_state
+        architecture = family["architectures"]["token_classification" if token else "classification"]
+    heads = family["heads"]
+    if architecture == family["architectures"]["token_classification"]:
+        heads = {**heads, **TOKEN_HEAD}
     state: Dict[str, torch.Tensor] = {}
     qkv: Dict[Tuple[int, str], Dict[str, torch.Tensor]] = {}
     unknown = []
@@ -150,8 +170,8 @@ def hf_to_lit_state_dict(hf_state: Dict[str, torch.Tensor], config: Config) -> D
         name = key[len(prefix) :] if key.startswith(prefix) else key
         if name.startswith(family["dropped"]):
             continue
-        if name in family["heads"]:
-            state[family["heads"][name]] = value
+        if name in heads:
+            state[heads[name]] = value
             continue
         if name in ENCODER_MAP:
             state[ENCODER_MAP[name]] = value
@@ -178,14 +198,15 @@ def hf_to_lit_state_dict(hf_state: Dict[str, torch.Tensor], config: Config) -> D
 
 def lit_to_hf_state_dict(state: Dict[str, torch.Tensor], config: Config) -> Dict[str, torch.Tensor]:
     family = FAMILIES[config.model_type]
-    heads = {lit: hf for hf, lit in family["heads"].items()}
+    from litgpt.model_roberta import HEAD_PREFIXES, headed_names
+
+    heads = {lit: hf for names in (family["heads"], TOKEN_HEAD) for hf, lit in names.items()}
     encoder = {lit: hf for hf, lit in ENCODER_MAP.items()}
     layer = {lit: hf for hf, lit in LAYER_MAP.items()}
-    bare = not any(k.startswith(("lm_head.", "classifier.")) for k in state)  # a headless RobertaModel / BertModel
+    bare = not any(k.startswith(HEAD_PREFIXES) for k in state)  # a headless RobertaModel / BertModel
     prefix = "" if bare else family["prefix"]
     hf: Dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        key = key if key.startswith(("roberta.", "lm_head.", "classifier.")) else f"roberta.{key}"
+    for key, value in headed_names(state).items():
         if key in heads:
             hf[heads[key]] = value
             continue
@@ -233,12 +254,13 @@ def hf_config_dict(config: Config, architecture: str) -> dict:
     }
     if config.model_type == "roberta":  # BERT's config has no bos/eos: its tokenizer's [CLS]/[SEP] play that part
         hf.update(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id)
-    if architecture == FAMILIES[config.model_type]["architectures"]["classification"]:
+    if architecture in (FAMILIES[config.model_type]["architectures"][k] for k in ("classification",
+                                                                                 "token_classification")):
         id2label = {i: config.id2label.get(i, f"LABEL_{i}") for i in range(config.num_labels)}
         hf["num_labels"] = config.num_labels
         hf["id2label"] = {str(i): label for i, label in id2label.items()}
         hf["label2id"] = {label: i for i, label in id2label.items()}
-        if config.problem_type is not None:
+        if config.problem_type is not None and architecture.endswith("SequenceClassification"):
             hf["problem_type"] = config.problem_type
     return hf
 

@@ -53,7 +53,7 @@ STATE_FILE = "train_state.pt"
 HPARAMS_FILE = "hyperparameters.yaml"
 ADAPTER_FILES = ("lora.pt", "adapter_config.json")
 RESULT_FILES = ("metrics.json", "config.json", "pytorch_model.bin", "model.safetensors", "classifier.pt",
-                *ADAPTER_FILES)
+                "predictions.json", *ADAPTER_FILES)
 
 
 def check_output_dir(output_dir: Path, data_dir: Path, resume: bool) -> None:

@@ -8,11 +8,16 @@
   sigmoid, exact match (every label right), per-label F1.
 
 `make_metrics` picks the set for a problem type; `SELECTION` names the metric that picks the best epoch.
+
+- Token classification (`tagging_metrics`): seqeval's entity-level precision, recall and F1 (its default mode, the
+  conlleval rules HF's `run_ner.py` reports: an `I-` tag without a `B-` starts an entity) and the accuracy over words.
+- Extractive QA (`squad_scores`): exact match and F1 after the official SQuAD answer normalisation.
 """
 
 import json
+import math
 import re
-from typing import Any, Dict
+from typing import Any, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -231,3 +236,63 @@ def format_report(report: Dict[str, Any]) -> str:
     for name, extra in report.get("extra_tests", {}).items():
         lines.append(f"  {name}: {headline(extra)}")
     return "\n".join(lines)
+
+
+def tagging_metrics(true: List[List[str]], predicted: List[List[str]], bio: bool) -> Dict[str, Any]:
+    """Word-level accuracy; with BIO tags also seqeval's micro precision/recall/F1 over entities and per type."""
+    from seqeval.metrics import accuracy_score, classification_report
+
+    out: Dict[str, Any] = {"accuracy": float(accuracy_score(true, predicted))}
+    if bio:
+        report = classification_report(true, predicted, output_dict=True, zero_division=0)
+        micro = report.pop("micro avg")
+        out.update(precision=float(micro["precision"]), recall=float(micro["recall"]), f1=float(micro["f1-score"]))
+        out["per_type"] = {name: {"precision": float(r["precision"]), "recall": float(r["recall"]),
+                                  "f1": float(r["f1-score"]), "support": int(r["support"])}
+                           for name, r in report.items() if not name.endswith(" avg")}
+    out["num_sentences"] = len(true)
+    out["num_words"] = sum(map(len, true))
+    return out
+
+
+def format_tagging_report(report: Dict[str, Any]) -> str:
+    lines = [f"Test metrics of the best epoch ({report['best_epoch']} of {report['num_epochs']}), "
+             f"{report['num_sentences']} sentences, {report['num_words']} words; entities by seqeval",
+             "  " + headline(report)]
+    for name, r in report.get("per_type", {}).items():
+        lines.append(f"  {name:<12} precision {r['precision']:.4f} | recall {r['recall']:.4f} | f1 {r['f1']:.4f} | "
+                     f"support {r['support']}")
+    return "\n".join(lines)
+
+
+def squad_scores(predictions: List[str], golds: List[List[str]]) -> List[Tuple[float, float]]:
+    """Per question (exact match, F1) in [0, 1], by torchmetrics' SQuAD metric (the official answer normalisation,
+    the best over the gold answers). A question without gold answers (SQuAD v2) is scored against "": 1 for an
+    answer that normalises to nothing, else 0, as the official v2 script scores it."""
+    from torchmetrics.functional.text import squad
+
+    out = []
+    for prediction, answers in zip(predictions, golds):
+        answers = answers or [""]
+        scores = squad([{"prediction_text": prediction, "id": "q"}],
+                       [{"answers": {"text": answers, "answer_start": [0] * len(answers)}, "id": "q"}])
+        out.append((float(scores["exact_match"]) / 100, float(scores["f1"]) / 100))
+    return out
+
+
+def best_null_threshold(margins: List[float], answered: List[Tuple[float, float]],
+                        abstained: List[Tuple[float, float]]) -> Tuple[float, float]:
+    """SQuAD v2: the threshold on (null score - best span score) above which answering "" gives the best mean F1
+    over the dev questions, given each question's (EM, F1) when answered and when abstained. Returns (threshold,
+    that F1). Thresholds sit halfway between consecutive margins; +inf never abstains."""
+    order = sorted(range(len(margins)), key=lambda i: -margins[i])
+    total = sum(f1 for _, f1 in answered)
+    best_total, best_threshold = total, math.inf
+    for rank, i in enumerate(order):
+        total += abstained[i][1] - answered[i][1]  # every question from here on with a larger margin abstains
+        below = margins[order[rank + 1]] if rank + 1 < len(order) else margins[i] - 1.0
+        if below == margins[i]:  # a tie: no threshold separates the two
+            continue
+        if total > best_total + 1e-12:
+            best_total, best_threshold = total, (margins[i] + below) / 2
+    return best_threshold, best_total / max(len(margins), 1)

@@ -289,6 +289,48 @@ class RobertaForSequenceClassification(_RobertaPreTrained):
         return classification_loss(logits, labels, self.config.problem_type)
 
 
+class RobertaForTokenClassification(_RobertaPreTrained):
+    """A label per token (NER, POS tagging): dropout and a linear layer on every position's hidden state, as HF's
+    `RobertaForTokenClassification` / `BertForTokenClassification` (no pooler)."""
+
+    def __init__(self, config: Config, num_labels: Optional[int] = None) -> None:
+        super().__init__()
+        num_labels = num_labels or config.num_labels or 2
+        if config.num_labels != num_labels:
+            config = dataclasses.replace(config, num_labels=num_labels)
+        self.config = config
+        self.num_labels = num_labels
+        self.roberta = RobertaModel(config, add_pooler=False)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout
+        self.drop = nn.Dropout(dropout)
+        self.token_classifier = nn.Linear(config.n_embd, num_labels)
+        self.init_weights()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Returns logits `[B, T, num_labels]` at every position, pads included (as HF computes them)."""
+        return self.token_classifier(self.drop(self.roberta(input_ids, attention_mask, token_type_ids)))
+
+
+class RobertaForQuestionAnswering(_RobertaPreTrained):
+    """Extractive QA: a start and an end logit per token from one linear layer, as HF's
+    `RobertaForQuestionAnswering` / `BertForQuestionAnswering` (no pooler)."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self.roberta = RobertaModel(config, add_pooler=False)
+        self.qa_outputs = nn.Linear(config.n_embd, 2)
+        self.init_weights()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                token_type_ids: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Returns (start logits, end logits), each `[B, T]`."""
+        logits = self.qa_outputs(self.roberta(input_ids, attention_mask, token_type_ids))
+        start, end = logits.unbind(-1)
+        return start.contiguous(), end.contiguous()
+
+
 # HF's `problem_type` names, by `--problem_type`; each decides the loss (and the finetuning metrics)
 PROBLEM_TYPES = {"single_label": "single_label_classification", "regression": "regression",
                  "multi_label": "multi_label_classification"}
@@ -309,8 +351,21 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type
 LORA_TARGETS = {"qkv": "attn.qkv", "proj": "attn.proj", "fc": "mlp.fc", "mlp_proj": "mlp.proj"}
 
 
+# the first name component of each head's weights; everything else is the encoder (`roberta.`)
+HEAD_PREFIXES = ("lm_head.", "classifier.", "token_classifier.", "qa_outputs.")
+
+
+def headed_names(state_dict: dict) -> dict:
+    """A state dict in a headed model's names: a bare encoder's `wte.weight` becomes `roberta.wte.weight`."""
+    return {k if k.startswith(("roberta.", *HEAD_PREFIXES)) else f"roberta.{k}": v for k, v in state_dict.items()}
+
+
 def model_class_for_state_dict(state_dict) -> str:
-    """Which head a litgpt state dict carries: "mlm", "classification" or "base"."""
+    """Which head a litgpt state dict carries: "mlm", "classification", "token_classification", "qa" or "base"."""
+    if any(k.startswith("token_classifier.") for k in state_dict):
+        return "token_classification"
+    if any(k.startswith("qa_outputs.") for k in state_dict):
+        return "qa"
     if any(k.startswith("classifier.") for k in state_dict):
         return "classification"
     if any(k.startswith("lm_head.") for k in state_dict):

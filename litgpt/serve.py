@@ -1,10 +1,11 @@
 """`litgpt serve`: a checkpoint behind HTTP, on LitServe, with dynamic batching.
 
 `POST /predict` takes `{"text": str}` or `{"texts": [str, ...]}` (fill-mask also `"top_k"`; a classifier of sentence
-pairs also `"text_pair"` / `"text_pairs"`, the second texts) and answers with the JSON that the matching command
-prints with `--json` for those texts: `litgpt classify`, `fill_mask` or `embed`.
-`GET /health` answers 200 once the model is loaded. The task follows the checkpoint's head (a classifier classifies,
-a masked LM fills masks, a bare encoder embeds); `--task embed` embeds with any of them.
+pairs also `"text_pair"` / `"text_pairs"`, the second texts; question answering `{"question", "context"}` or
+`{"questions", "contexts"}`) and answers with the JSON that the matching command prints with `--json`: `litgpt
+classify`, `fill_mask`, `embed`, `ner` or `qa`. `GET /health` answers 200 once the model is loaded. The task follows
+the checkpoint's head (a classifier classifies, a masked LM fills masks, a token classifier tags entities, a QA
+model answers, a bare encoder embeds); `--task embed` embeds with any of them.
 
 Concurrent requests are grouped, up to `--max_batch_size` requests or `--batch_timeout` seconds, and their texts go
 through the model together, sorted by length (`litgpt.api` pads each sorted batch), so an answer does not depend on
@@ -15,14 +16,31 @@ the company it came in. Every request is checked in the HTTP process before it j
 import json
 import secrets
 import signal
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import litserve as ls
 
 from litgpt.utils import UsageError
 
-TASKS = ("classify", "fill_mask", "embed")
-TASK_OF_HEAD = {"classification": "classify", "mlm": "fill_mask", "base": "embed"}
+TASKS = ("classify", "fill_mask", "embed", "ner", "qa")
+TASK_OF_HEAD = {"classification": "classify", "mlm": "fill_mask", "base": "embed", "token_classification": "ner",
+                "qa": "qa"}
+HEAD_OF_TASK = {"classify": "classification", "fill_mask": "LM", "ner": "token classification",
+                "qa": "question-answering"}
+# a task's request fields: (one input, a list of them, its second input, a list of those); None: no second input
+FIELDS = {"classify": ("text", "texts", "text_pair", "text_pairs"), "qa": ("question", "questions", "context",
+                                                                          "contexts")}
+TEXTS_ONLY = ("text", "texts", None, None)
+
+
+def request_inputs(payload: Dict[str, Any], task: str) -> Tuple[List[Any], Optional[List[Any]], bool]:
+    """(first inputs, second inputs or None, whether the request gave one input rather than a list)."""
+    one, many, second, seconds = FIELDS.get(task, TEXTS_ONLY)
+    single = one in payload
+    firsts = [payload[one]] if single else payload[many]
+    if second is not None and (second in payload or seconds in payload):
+        return firsts, [payload[second]] if single else payload[seconds], single
+    return firsts, None, single
 
 
 def main(
@@ -44,8 +62,8 @@ def main(
     Args:
         checkpoint: Any checkpoint: a finetuning output_dir, a pretraining out_dir or checkpoint dir, a HuggingFace or
             sentence-transformers folder.
-        task: `classify`, `fill_mask` or `embed`. Default: from the checkpoint's head (classifier, masked LM, bare
-            encoder).
+        task: `classify`, `fill_mask`, `embed`, `ner` or `qa`. Default: from the checkpoint's head (classifier,
+            masked LM, bare encoder, token classifier, QA model).
         host: The address to listen on: 127.0.0.1 (this machine only), 0.0.0.0 or ::.
         port: The TCP port (1024-65535).
         accelerator: cpu, cuda or auto.
@@ -83,10 +101,15 @@ def main(
     head = model_class_for_state_dict(loaded.state_dict)
     task = task or TASK_OF_HEAD[head]
     if task != "embed" and TASK_OF_HEAD[head] != task:
-        raise UsageError(f"--task {task}: {loaded.source} has no {'classification' if task == 'classify' else 'LM'} "
-                         f"head (it serves {TASK_OF_HEAD[head]} or embed)")
-    checks = RequestChecks(task, loaded.load_tokenizer(), loaded.config.block_size, max_texts, max_request_bytes,
-                           api_key)
+        raise UsageError(f"--task {task}: {loaded.source} has no {HEAD_OF_TASK[task]} head (it serves "
+                         f"{TASK_OF_HEAD[head]} or embed)")
+    tokenizer = loaded.load_tokenizer()
+    checks = RequestChecks(task, tokenizer, loaded.config.block_size, max_texts, max_request_bytes, api_key)
+    if task == "qa":  # a question must leave its windows room for the context, as the model was finetuned
+        from litgpt.api import qa_settings, question_room
+
+        settings = qa_settings(loaded.tokenizer_dir, loaded.config.block_size)
+        checks.question_limit = question_room(settings["max_length"], settings["doc_stride"], tokenizer.wordpiece)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     api = EncoderAPI(str(checkpoint), task, cpu_threads=max(1, cores // workers_per_device),
                      max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path="/predict")
@@ -120,6 +143,7 @@ class RequestChecks:
                  api_key: Optional[str]) -> None:
         self.task, self.tokenizer, self.block_size = task, tokenizer, block_size
         self.max_texts, self.max_bytes, self.api_key = max_texts, max_bytes, api_key
+        self.question_limit = block_size // 2  # QA: set from the model's windows by `main`
 
     def authorize(self, header: Optional[str]) -> None:
         if self.api_key is None:
@@ -137,28 +161,29 @@ class RequestChecks:
             payload = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as ex:
             raise RequestError(400, f"the body is not valid JSON ({ex.__class__.__name__}: {ex})") from None
+        one, many, second, seconds = FIELDS.get(self.task, TEXTS_ONLY)
         if not isinstance(payload, dict):
-            raise RequestError(422, 'expected a JSON object: {"text": "..."} or {"texts": ["...", ...]}')
-        known = ({"text", "texts"} | ({"top_k"} if self.task == "fill_mask" else set())
-                 | ({"text_pair", "text_pairs"} if self.task == "classify" else set()))
+            raise RequestError(422, f'expected a JSON object: {{"{one}": ...}} or {{"{many}": [...]}}')
+        known = ({one, many} | ({"top_k"} if self.task == "fill_mask" else set())
+                 | ({second, seconds} if second is not None else set()))
         unknown = sorted(set(payload) - known)
         if unknown:
             raise RequestError(422, f"unknown field {unknown[0]!r}; expected {', '.join(sorted(known))}")
-        if ("text" in payload) == ("texts" in payload):
-            raise RequestError(422, 'give exactly one of "text" (a string) or "texts" (a list of strings)')
-        texts = [payload["text"]] if "text" in payload else payload["texts"]
+        if (one in payload) == (many in payload):
+            raise RequestError(422, f'give exactly one of "{one}" (a string) or "{many}" (a list of strings)')
+        if second is not None and ((second in payload) or (seconds in payload)) and (
+                (second in payload) != (one in payload)):
+            raise RequestError(422, f'"{second}" goes with "{one}", "{seconds}" with "{many}"')
+        if self.task == "qa" and second not in payload and seconds not in payload:
+            raise RequestError(422, f'a question needs its "{second}" (or "{seconds}" with "{many}")')
+        texts, pairs, _ = request_inputs(payload, self.task)
         if not isinstance(texts, list) or not texts:
-            raise RequestError(422, '"texts" must be a non-empty list of strings')
+            raise RequestError(422, f'"{many}" must be a non-empty list of strings')
         if len(texts) > self.max_texts:
-            raise RequestError(422, f'{len(texts)} texts in one request; the limit is {self.max_texts}')
-        pairs = None
-        if "text_pair" in payload or "text_pairs" in payload:
-            if ("text_pair" in payload) != ("text" in payload):
-                raise RequestError(422, '"text_pair" goes with "text", "text_pairs" with "texts"')
-            pairs = [payload["text_pair"]] if "text_pair" in payload else payload["text_pairs"]
-            if not isinstance(pairs, list) or len(pairs) != len(texts):
-                raise RequestError(422, f'"text_pairs" must be a list of {len(texts)} strings, one per text')
-        for what, items in (("text", texts), ("text pair", pairs or [])):
+            raise RequestError(422, f"{len(texts)} {many} in one request; the limit is {self.max_texts}")
+        if pairs is not None and (not isinstance(pairs, list) or len(pairs) != len(texts)):
+            raise RequestError(422, f'"{seconds}" must be a list of {len(texts)} strings, one per {one}')
+        for what, items in ((one, texts), (second, pairs or [])):
             for i, text in enumerate(items):
                 if not isinstance(text, str):
                     raise RequestError(422, f"{what} {i + 1}: expected a string, got {type(text).__name__}")
@@ -169,7 +194,15 @@ class RequestChecks:
             raise RequestError(422, f'"top_k" {top_k!r}: expected an integer from 1 to 100')
         if self.task == "fill_mask":
             self._check_masks(texts)
+        if self.task == "qa":
+            self._check_questions(texts)
         return {"texts": texts, "top_k": top_k, "pairs": pairs}
+
+    def _check_questions(self, questions: List[str]) -> None:
+        for i, ids in enumerate(self.tokenizer.encode_batch([q.strip() for q in questions], add_special_tokens=False)):
+            if len(ids) > self.question_limit:
+                raise RequestError(422, f"question {i + 1}: {len(ids)} tokens; at most {self.question_limit} leave "
+                                        "the model's windows room for the context")
 
     def _check_masks(self, texts: List[str]) -> None:
         mask = self.tokenizer.id_to_token(self.tokenizer.mask_id)
@@ -237,19 +270,20 @@ class EncoderAPI(ls.LitAPI):
 
         import torch
 
-        from litgpt.api import Classifier, Embedder, MaskedLM
+        from litgpt.api import Classifier, Embedder, MaskedLM, QuestionAnswerer, TokenClassifier
 
         # copies that each take every core would oversubscribe them (and spin in each other's way)
         if str(device).startswith("cpu") and "OMP_NUM_THREADS" not in os.environ:
             torch.set_num_threads(self.cpu_threads)
-        cls = {"classify": Classifier, "fill_mask": MaskedLM, "embed": Embedder}[self.task]
+        cls = {"classify": Classifier, "fill_mask": MaskedLM, "embed": Embedder, "ner": TokenClassifier,
+               "qa": QuestionAnswerer}[self.task]
         self.model = cls.load(self.checkpoint, device=device, batch_size=32)
 
     def decode_request(self, request: Dict[str, Any]) -> Dict[str, Any]:
         # checked in the HTTP process already (CheckMiddleware): this only normalizes the shape
-        texts = [request["text"]] if "text" in request else list(request["texts"])
-        pairs = [request["text_pair"]] if "text_pair" in request else request.get("text_pairs")
-        return {"texts": texts, "top_k": request.get("top_k", 5), "pairs": None if pairs is None else list(pairs)}
+        texts, pairs, single = request_inputs(request, self.task)
+        return {"texts": list(texts), "top_k": request.get("top_k", 5), "single": single,
+                "pairs": None if pairs is None else list(pairs)}
 
     def predict(self, x):
         requests: List[Dict[str, Any]] = x if isinstance(x, list) else [x]
@@ -270,12 +304,18 @@ class EncoderAPI(ls.LitAPI):
             part = answers[i]
             if self.task == "fill_mask":  # the batch asked for the largest top_k; each request gets its own
                 part = [[candidates[: r["top_k"]] for candidates in masks] for masks in part]
+            if self.task == "qa" and r["single"]:  # one question: one answer, as `litgpt qa --json` prints it
+                part = part[0]
             out.append(part)
         return out if isinstance(x, list) else out[0]
 
     def _answer(self, texts: List[str], pairs: Optional[List[str]], top_k: int) -> List[Any]:
         if self.task == "classify":
             return self.model.predict(texts, pairs)
+        if self.task == "ner":
+            return self.model.predict(texts)
+        if self.task == "qa":
+            return self.model.answer(texts, pairs)
         if self.task == "fill_mask":
             return self.model.fill_mask(texts, top_k=top_k)
         return self.model.embed(texts).tolist()

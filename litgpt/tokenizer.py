@@ -183,7 +183,7 @@ class Tokenizer:
         # `_prefix` holds for byte-level BPE only: a WordPiece normalizer drops whitespace and may grow a text
         self._prefix_ok = backend.normalizer is None and isinstance(backend.pre_tokenizer, pre_tokenizers.ByteLevel)
         self._names = names
-        self._truncating: Dict[int, Any] = {}
+        self._truncating: Dict[Any, Any] = {}
         ids = {k: backend.token_to_id(v) for k, v in names.items()}
         missing = [names[k] for k in ("bos_token", "eos_token", "pad_token", "mask_token") if ids[k] is None]
         if missing:
@@ -226,6 +226,19 @@ class Tokenizer:
             self._truncating[max_length] = copy
         return self._truncating[max_length]
 
+    def window_backend(self, max_length: int, stride: int):
+        """A backend copy that encodes (question, context) pairs into windows of `max_length` tokens, cutting only the
+        context and overlapping consecutive windows by `stride` tokens (`Encoding.overflowing` holds the rest), as
+        HF's `run_qa.py` asks its tokenizer to."""
+        from tokenizers import Tokenizer as HFTokenizer
+
+        key = ("windows", max_length, stride)
+        if key not in self._truncating:
+            copy = HFTokenizer.from_str(self._tok.to_str())
+            copy.enable_truncation(max_length, stride=stride, strategy="only_second")
+            self._truncating[key] = copy
+        return self._truncating[key]
+
     def _prefix(self, text: str, max_length: Optional[int]) -> str:
         """With `max_length`, only a prefix of a huge text can reach the output: tokenize just that, so a 100 MB line
         costs what a 100 kB one does. Every token spans at most `max_token_chars` characters, so the prefix still
@@ -266,6 +279,12 @@ class Tokenizer:
             raise TypeError("encode_pair_batch expects sequences of str")
         encodings = self._backend(max_length, pair=True).encode_batch(pairs)
         return [e.ids for e in encodings], [e.type_ids for e in encodings]
+
+    def encode_words(self, words: Sequence[str]) -> List[List[int]]:
+        """Each word's sub-token ids, no special tokens, as HF tokenizes pre-split words (`is_split_into_words`;
+        byte-level BPE with `add_prefix_space=True`, so every word is read with the space before it)."""
+        texts = list(words) if self.wordpiece else [" " + w for w in words]
+        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
 
     def encode_batch(self, texts: Sequence[str], max_length: Optional[int] = None,
                      add_special_tokens: bool = True) -> List[List[int]]:

@@ -152,8 +152,8 @@ def test_embed_cli_text_and_file(tmp_path):
 
     corpus = tmp_path / "corpus.txt"
     lines = real_texts()[:300]
-    corpus.write_text("\n".join(lines * 4) + "\n", encoding="utf-8")
-    expected = Embedder.load(MODEL_DIR, device="cpu").embed([t.strip() for t in lines if t.strip()] * 4)
+    corpus.write_text("\n".join(lines * 2) + "\n", encoding="utf-8")
+    expected = Embedder.load(MODEL_DIR, device="cpu").embed([t.strip() for t in lines if t.strip()] * 2)
     proc = run_cli("embed", MODEL_DIR, "--input", corpus, "--output", tmp_path / "vectors.npy")
     assert proc.returncode == 0, proc.stderr
     assert "embed: 100%" in proc.stderr  # the progress bar

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from conftest import ROOT, litgpt_command, save_checkpoint, toy_records
+from conftest import ROOT, expect_usage_error, litgpt_command, save_checkpoint, toy_records
 
 from litgpt import Config
 from litgpt.api import Classifier, Embedder, MaskedLM
@@ -168,9 +168,56 @@ def test_fill_mask_and_embed_servers(tiny_checkpoint):
         server.stop()
 
 
-def test_bad_flags_fail_before_serving(classifier_dir, tiny_checkpoint):
+def test_bad_flags_fail_before_serving(classifier_dir, tiny_checkpoint, capsys):
     for args, fragment in ((["--task", "fill_mask"], "has no LM head"), (["--task", "translate"], "expected one of"),
                            (["--port", "80"], "--port 80"), (["--max_batch_size", "0"], "--max_batch_size 0")):
-        proc = subprocess.run(litgpt_command("serve", classifier_dir, *args), cwd=ROOT, capture_output=True,
-                              text=True, timeout=120)
-        assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        expect_usage_error(capsys, ["serve", classifier_dir, *args], fragment)
+
+
+@pytest.fixture(scope="module")
+def token_dirs(tiny_checkpoint, tmp_path_factory):
+    """Random tiny NER and QA checkpoints with the tiny tokenizer."""
+    from litgpt.model_roberta import RobertaForQuestionAnswering, RobertaForTokenClassification
+
+    base = Config.from_file(tiny_checkpoint / "model_config.yaml")
+    ner = Config(**{**base.to_dict(), "num_labels": 3, "id2label": {0: "O", 1: "B-PER", 2: "I-PER"}})
+    dirs = {}
+    for name, config, cls in (("ner", ner, RobertaForTokenClassification), ("qa", base, RobertaForQuestionAnswering)):
+        folder = tmp_path_factory.mktemp(name)
+        for file in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(tiny_checkpoint / file, folder / file)
+        torch.manual_seed(2)
+        dirs[name] = save_checkpoint(folder, cls(config), config)
+    return dirs
+
+
+def test_ner_and_qa_requests_are_checked_batched_and_answered_as_alone(token_dirs):
+    """The model side of `litgpt serve` for the token-level tasks, in this process: mixed single and list requests
+    in one batch get what `litgpt.api` answers for each alone; bad requests get their 422."""
+    from litgpt.api import QuestionAnswerer, TokenClassifier
+    from litgpt.serve import EncoderAPI, RequestChecks, RequestError
+
+    api = EncoderAPI(str(token_dirs["ner"]), "ner", cpu_threads=torch.get_num_threads())
+    api.setup("cpu")
+    out = api.predict([api.decode_request({"text": t}) for t in TEXTS[:3]]
+                      + [api.decode_request({"texts": TEXTS[3:5]})])
+    expected = TokenClassifier.load(token_dirs["ner"], device="cpu").predict(TEXTS[:5])
+    assert close(out, [[e] for e in expected[:3]] + [expected[3:5]])
+
+    contexts = ["Hugo Diallo was born in Oslo in 2001. " * 3, "Maria Lopez works as a nurse in Lisbon."]
+    questions = ["Where was Hugo born?", "What does Maria do?"]
+    api = EncoderAPI(str(token_dirs["qa"]), "qa", cpu_threads=torch.get_num_threads())
+    api.setup("cpu")
+    out = api.predict([api.decode_request({"question": questions[0], "context": contexts[0]}),
+                       api.decode_request({"questions": questions, "contexts": contexts})])
+    expected = QuestionAnswerer.load(token_dirs["qa"], device="cpu").answer(questions, contexts)
+    assert close(out, [expected[0], expected])
+
+    tokenizer = api.model.tokenizer
+    checks = RequestChecks("qa", tokenizer, 64, max_texts=4, max_bytes=10_000, api_key=None)
+    assert checks.parse(json.dumps({"question": "q?", "context": "c."}).encode())["pairs"] == ["c."]
+    for bad in ({"question": "q?"}, {"question": "q?", "contexts": ["c."]}, {"questions": ["q?"], "contexts": []},
+                {"question": " ", "context": "c."}, {"text": "x"}, {"question": "why " * 60, "context": "c."}):
+        with pytest.raises(RequestError) as ex:
+            checks.parse(json.dumps(bad).encode())
+        assert ex.value.status == 422 and ex.value.detail, bad

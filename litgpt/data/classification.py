@@ -221,11 +221,11 @@ def parquet_split(path: Path) -> Split:
     return Split(path=path, texts=texts, raw_labels=labels, rows=[f"row {i}" for i in range(1, len(texts) + 1)])
 
 
-def find_split_file(data_dir: Path, split: str) -> Path:
+def find_split_file(data_dir: Path, split: str, suffixes: Sequence[str] = SUFFIXES) -> Path:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise UsageError(f"--data_dir {data_dir}: not a folder")
-    names = [f"{split}{suffix}" for suffix in SUFFIXES]
+    names = [f"{split}{suffix}" for suffix in suffixes]
     for name in names:
         if (data_dir / name).is_file():
             return data_dir / name

@@ -33,6 +33,7 @@ from litgpt.model_roberta import (
     PROBLEM_TYPES,
     RobertaForSequenceClassification,
     classification_loss,
+    headed_names,
 )
 from litgpt.run import default_precision, make_fabric, plain, unwrap
 from litgpt.tokenizer import Tokenizer
@@ -46,6 +47,10 @@ RESUME_KEYS = ("num_labels", "batch_size", "learning_rate", "max_length", "seed"
 
 def setup(args: FinetuneArgs) -> None:
     check_finetune_args(args)
+    if args.task != "classification":  # ner.py, qa.py
+        import importlib
+
+        return importlib.import_module(f"litgpt.finetune.{args.task}").setup(args)
     if args.glue is not None:
         from litgpt.finetune.glue import run_glue
 
@@ -252,6 +257,23 @@ def fit_max_length(max_length: int, config: Config) -> int:
 def resolve_weights(model_name: str, from_scratch: bool, data: ClassificationDataModule, num_labels: int
                     ) -> Tuple[Config, Optional[Dict[str, torch.Tensor]], Any, str]:
     """(config, state dict or None for random init, tokenizer, one line saying where the weights came from)."""
+    texts = data.train.texts + (data.train.texts_b or [])
+    config, state, tokenizer, source = find_weights(model_name, from_scratch, texts, data.train.path)
+    if state is None:
+        return config, None, tokenizer, source
+    head = state.get("classifier.out_proj.weight")
+    if head is not None and head.shape[0] == num_labels:
+        what = "encoder and classification head"
+    else:
+        state = {k: v for k, v in state.items() if k.startswith("roberta.")}
+        what = f"encoder, new classification head ({num_labels} labels)"
+    return config, state, tokenizer, f"{source}: {what}"
+
+
+def find_weights(model_name: str, from_scratch: bool, texts: List[str], texts_from: Path
+                 ) -> Tuple[Config, Optional[Dict[str, torch.Tensor]], Any, str]:
+    """Any finetuning task's starting point: (config, the checkpoint's state dict in headed names, or None for
+    random init with a tokenizer trained on `texts`, the tokenizer, where the weights came from)."""
     known = ", ".join(sorted(name_to_config))
     if from_scratch:
         from litgpt.train_tokenizer import train_tokenizer
@@ -259,12 +281,12 @@ def resolve_weights(model_name: str, from_scratch: bool, data: ClassificationDat
         if model_name not in name_to_config:
             raise UsageError(f"--from_scratch: --model_name {model_name!r} is not a registry config; known: {known}")
         config = Config.from_name(model_name)
-        tokenizer = train_tokenizer(data.train.texts + (data.train.texts_b or []), vocab_size=config.vocab_size,
+        tokenizer = train_tokenizer(texts, vocab_size=config.vocab_size,
                                     kind="wordpiece" if config.model_type == "bert" else "bpe")
         config = replace(config, pad_token_id=tokenizer.pad_id, bos_token_id=tokenizer.bos_id,
                          eos_token_id=tokenizer.eos_id, mask_token_id=tokenizer.mask_id)
         source = (f"random init from the {model_name} config (--from_scratch), tokenizer trained on "
-                  f"{data.train.path} ({tokenizer.vocab_size} tokens)")
+                  f"{texts_from} ({tokenizer.vocab_size} tokens)")
         return config, None, tokenizer, source
 
     loaded = find_checkpoint(model_name, "--model_name", hint="; or add --from_scratch with a registry config such"
@@ -275,15 +297,7 @@ def resolve_weights(model_name: str, from_scratch: bool, data: ClassificationDat
                              "--from_scratch to train it from random init, or pass a checkpoint dir")
         raise UsageError(f"--model_name {model_name}: not a folder, a registry name ({known}) or a HuggingFace "
                          "repo id")
-    state = {k if k.startswith(("roberta.", "lm_head.", "classifier.")) else f"roberta.{k}": v
-             for k, v in loaded.state_dict.items()}
-    head = state.get("classifier.out_proj.weight")
-    if head is not None and head.shape[0] == num_labels:
-        what = "encoder and classification head"
-    else:
-        state = {k: v for k, v in state.items() if k.startswith("roberta.")}
-        what = f"encoder, new classification head ({num_labels} labels)"
-    return loaded.config, state, loaded.load_tokenizer(), f"{loaded.source}: {what}"
+    return loaded.config, headed_names(loaded.state_dict), loaded.load_tokenizer(), loaded.source
 
 
 def load_weights(model: RobertaForSequenceClassification, state: Dict[str, torch.Tensor], source: str,

@@ -1,0 +1,272 @@
+"""Tagged words for token classification (NER, POS tagging): readers, the label set, sub-word labels, windows.
+
+Files in a data folder, per split (the first one found wins): train.conll / .txt / .bio / .jsonl / .json, the same
+for test.
+- CoNLL: one word per line with its tag in the last column (columns separated by spaces or tabs), a blank line
+  between sentences; `-DOCSTART-` lines are skipped.
+- JSONL / JSON: `{"tokens": [...], "tags": [...]}` per sentence, one per line or in a JSON list.
+
+The label set is the train split's tags (`O` first, then sorted), stored with the model as `id2label`. A test tag
+that train never has is an error, not mapped to `O`: the model could never predict it, and a quiet `O` would change
+the test set being scored.
+
+Sub-words, as HF's `run_ner.py` labels them: every word is tokenized on its own (byte-level BPE with a leading space,
+as `add_prefix_space=True` does for pre-split words), its first sub-token carries the word's label, its other
+sub-tokens and the special tokens -100 (no loss, not scored). A sentence longer than `max_length` is split at word
+boundaries into consecutive windows, each its own example, so no word is ever cut off.
+"""
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch.utils.data import DataLoader
+
+from litgpt.data.base import DataModule, EpochBatches, check_batching
+from litgpt.data.classification import find_split_file
+from litgpt.data.readers import read_text
+from litgpt.utils import UsageError, pad_right
+
+SUFFIXES = (".conll", ".txt", ".bio", ".jsonl", ".json")
+
+
+@dataclass
+class TaggedSplit:
+    """Sentences of words with one tag per word; `rows[i]` says where sentence i starts ("line 12", "record 3")."""
+
+    path: Path
+    sentences: List[List[str]] = field(default_factory=list)
+    tags: List[List[str]] = field(default_factory=list)
+    rows: List[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.sentences)
+
+    def where(self, i: int) -> str:
+        return f"{self.path}: {self.rows[i]}"
+
+
+def read_tagged(path: Path) -> TaggedSplit:
+    text = read_text(path)
+    split = TaggedSplit(path)
+    if path.suffix in (".jsonl", ".json"):
+        _read_json_sentences(path, text, split)
+    else:
+        _read_conll(path, text, split)
+    if not split.sentences:
+        raise UsageError(f"{path}: no sentences; expected CoNLL lines (word ... tag) or {{\"tokens\", \"tags\"}} "
+                         "records")
+    return split
+
+
+def _read_conll(path: Path, text: str, split: TaggedSplit) -> None:
+    words: List[str] = []
+    tags: List[str] = []
+    start = 0
+    for n, line in enumerate(text.splitlines() + [""], 1):
+        columns = line.split()
+        if not columns or columns[0] == "-DOCSTART-":
+            if words:
+                split.sentences.append(words)
+                split.tags.append(tags)
+                split.rows.append(f"line {start}")
+            words, tags = [], []
+            continue
+        if len(columns) < 2:
+            raise UsageError(f"{path}: line {n}: {line.strip()!r} has no tag column; expected a word and its tag "
+                             "(the last column), separated by spaces or tabs")
+        if not words:
+            start = n
+        words.append(columns[0])
+        tags.append(columns[-1])
+
+
+def _read_json_sentences(path: Path, text: str, split: TaggedSplit) -> None:
+    try:
+        records = json.loads(text) if path.suffix == ".json" else None
+    except json.JSONDecodeError as ex:
+        raise UsageError(f"{path}:{ex.lineno}: not valid JSON ({ex.msg})") from None
+    if records is None:
+        records = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append((f"line {n}", json.loads(line)))
+                except json.JSONDecodeError as ex:
+                    raise UsageError(f"{path}:{n}: not valid JSON ({ex.msg})") from None
+    elif isinstance(records, list):
+        records = [(f"record {i}", r) for i, r in enumerate(records, 1)]
+    else:
+        raise UsageError(f"{path}: expected a JSON list of {{\"tokens\", \"tags\"}} records")
+    for row, record in records:
+        where = f"{path}: {row}"
+        if not isinstance(record, dict) or not isinstance(record.get("tokens"), list) \
+                or not isinstance(record.get("tags"), list):
+            raise UsageError(f"{where}: expected {{\"tokens\": [...], \"tags\": [...]}}")
+        words, tags = record["tokens"], record["tags"]
+        if len(words) != len(tags):
+            raise UsageError(f"{where}: {len(words)} tokens but {len(tags)} tags; expected one tag per token")
+        if not all(isinstance(x, str) and x.strip() and not re.search(r"\s", x) for x in words + tags):
+            raise UsageError(f"{where}: tokens and tags must be non-empty strings without spaces")
+        if words:
+            split.sentences.append(words)
+            split.tags.append(tags)
+            split.rows.append(row)
+
+
+def label_set(train: TaggedSplit, test: TaggedSplit) -> List[str]:
+    """The train split's tags, `O` first; a test tag outside them is an error (see the module docstring)."""
+    known = {t for tags in train.tags for t in tags}
+    for i, tags in enumerate(test.tags):
+        for tag in tags:
+            if tag not in known:
+                raise UsageError(f"{test.where(i)}: tag {tag!r} never occurs in {train.path.name}, so the model "
+                                 "cannot learn it; fix the tag, or add training sentences that have it")
+    return sorted(known, key=lambda t: (t != "O", t))
+
+
+def is_bio(labels: Sequence[str]) -> bool:
+    """Whether the tags name entities (`O`, `B-TYPE`, `I-TYPE`): entity-level metrics apply."""
+    return all(t == "O" or (t[:2] in ("B-", "I-") and len(t) > 2) for t in labels)
+
+
+@dataclass
+class Window:
+    """One example: the ids of a run of whole words with the special tokens, their labels (-100 where unscored),
+    and where each word's first sub-token sits: `(position, sentence index, word index)`."""
+
+    input_ids: List[int]
+    labels: List[int]
+    words: List[Tuple[int, int, int]]
+
+
+def windows(pieces: List[List[int]], tag_ids: List[int], sentence: int, cls_id: int, sep_id: int,
+            max_length: int) -> List[Window]:
+    """A sentence's words (`pieces`: each word's sub-token ids) in windows of at most `max_length` tokens."""
+    budget = max_length - 2
+    out: List[Window] = []
+    i = 0
+    while i < len(pieces):
+        ids, labels, words = [cls_id], [-100], []
+        while i < len(pieces) and len(ids) - 1 + len(pieces[i]) <= budget:
+            words.append((len(ids), sentence, i))
+            ids += pieces[i]
+            labels += [tag_ids[i]] + [-100] * (len(pieces[i]) - 1)
+            i += 1
+        if not words:  # one word longer than a whole window
+            raise ValueError(f"word {i + 1} is {len(pieces[i])} sub-tokens long; a window holds {budget}")
+        out.append(Window(ids + [sep_id], labels + [-100], words))
+    return out
+
+
+class TaggedDataset(torch.utils.data.Dataset):
+    def __init__(self, examples: List[Window]) -> None:
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> Window:
+        return self.examples[i]
+
+    @property
+    def lengths(self) -> List[int]:
+        return [len(w.input_ids) for w in self.examples]
+
+
+def tokenize_tagged(split: TaggedSplit, tokenizer: Any, label2id: Dict[str, int], max_length: int) -> TaggedDataset:
+    examples: List[Window] = []
+    for s, (words, tags) in enumerate(zip(split.sentences, split.tags)):
+        pieces = tokenizer.encode_words(words)
+        empty = next((j for j, p in enumerate(pieces) if not p), None)
+        if empty is not None:
+            raise UsageError(f"{split.where(s)}: word {empty + 1} ({words[empty]!r}) has no tokens in this "
+                             "tokenizer's vocabulary")
+        try:
+            examples += windows(pieces, [label2id[t] for t in tags], s, tokenizer.cls_id, tokenizer.sep_id,
+                                max_length)
+        except ValueError as ex:
+            raise UsageError(f"{split.where(s)}: {ex}; raise --max_length") from None
+    return TaggedDataset(examples)
+
+
+class TaggedCollator:
+    """Windows -> `input_ids`, `attention_mask`, `labels` (pads: -100), padded to the longest in the batch."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, items: Sequence[Window]) -> Dict[str, torch.Tensor]:
+        ids = [torch.tensor(w.input_ids, dtype=torch.long) for w in items]
+        return {"input_ids": pad_right(ids, self.pad_id),
+                "attention_mask": pad_right([torch.ones_like(t) for t in ids], 0),
+                "labels": pad_right([torch.tensor(w.labels, dtype=torch.long) for w in items], -100)}
+
+
+@dataclass
+class TokenClassificationDataModule(DataModule):
+    """The `train` and `test` splits of a folder of tagged sentences (layouts in the module docstring), read and
+    checked on creation; `setup()` splits words into sub-words and windows.
+
+    Args:
+        data_dir: Folder holding the train and test splits.
+        num_workers: DataLoader worker processes.
+    """
+
+    data_dir: Path
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        self.train = read_tagged(find_split_file(self.data_dir, "train", SUFFIXES))
+        self.test = read_tagged(find_split_file(self.data_dir, "test", SUFFIXES))
+        self.labels = label_set(self.train, self.test)
+        self.label2id = {t: i for i, t in enumerate(self.labels)}
+        self.id2label = dict(enumerate(self.labels))
+        self._train_set: Optional[TaggedDataset] = None
+        self._test_set: Optional[TaggedDataset] = None
+
+    def connect(self, tokenizer: Any, batch_size: int = 1, max_seq_length: Optional[int] = None, seed: int = 42,
+                rank: int = 0, world_size: int = 1, eval_batch_size: Optional[int] = None) -> None:
+        check_batching(batch_size, max_seq_length, rank, world_size)
+        self.tokenizer = tokenizer
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or 2 * batch_size
+        self.max_seq_length = max_seq_length or 512
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self._train_loader = None
+
+    def setup(self, stage: str = "") -> None:
+        self._require_connected()
+        self._train_set = tokenize_tagged(self.train, self.tokenizer, self.label2id, self.max_seq_length)
+        self._test_set = tokenize_tagged(self.test, self.tokenizer, self.label2id, self.max_seq_length)
+        self._train_loader = None
+
+    def _make_train_loader(self) -> DataLoader:
+        return self._loader(self._train_set, self.batch_size, shuffle=True)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.train_dataloader().batch_sampler.set_epoch(epoch)
+
+    def val_dataloader(self) -> DataLoader:
+        """The whole test split on every rank (entity metrics need whole sentences), longest first."""
+        return self._loader(self._test_set, self.eval_batch_size, shuffle=False)
+
+    def _loader(self, dataset: Optional[TaggedDataset], batch_size: int, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("TokenClassificationDataModule: call setup() before asking for a loader")
+        rank, world_size = (self.rank, self.world_size) if shuffle else (0, 1)
+        batches = EpochBatches(len(dataset), batch_size, shuffle, self.seed, rank, world_size,
+                               lengths=dataset.lengths)
+        return DataLoader(dataset, batch_sampler=batches, collate_fn=TaggedCollator(self.tokenizer.pad_id),
+                          num_workers=self.num_workers)
+
+    def test_windows(self) -> List[Window]:
+        """The test windows in the val loader's order (longest first, as `EpochBatches` evaluates)."""
+        loader = self.val_dataloader()
+        return [self._test_set.examples[i] for batch in loader.batch_sampler for i in batch]
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"module": type(self).__name__, "loader": None}
