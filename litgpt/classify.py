@@ -32,9 +32,7 @@ def main(
         batch_size: Texts per forward pass.
     """
     from litgpt.api import Classifier
-    texts = list(text or []) + (read_lines(Path(file)) if file is not None else [])
-    if not texts:
-        raise UsageError('no input: pass --text "..." (repeatable) or --file texts.txt')
+    texts = gather_texts(text, file)
     if text_pair is not None and len(text_pair) != len(texts):
         raise UsageError(f"--text_pair: {len(text_pair)} given for {len(texts)} texts; pass one --text_pair per "
                          "--text (pairs do not go with --file)")
@@ -55,6 +53,14 @@ def main(
         else:
             probs = ", ".join(f"{name} {prob:.4f}" for name, prob in zip(labels, p["probabilities"]))
             print(f"{p['label']}\t({probs})\t{shown}")
+
+
+def gather_texts(text: Optional[List[str]], file: Optional[Path]) -> List[str]:
+    """The `--text` values, then the lines of `--file`; at least one."""
+    texts = list(text or []) + (read_lines(Path(file)) if file is not None else [])
+    if not texts:
+        raise UsageError('no input: pass --text "..." (repeatable) or --file texts.txt')
+    return texts
 
 
 def read_lines(path: Path) -> List[str]:

@@ -261,14 +261,17 @@ class RobertaForCausalLM(RobertaForMaskedLM):
         super().__init__(dataclasses.replace(config, causal=True))
 
 
+def with_num_labels(config: Config, num_labels: Optional[int]) -> Config:
+    """`config` for a head of `num_labels` outputs (given, else the config's, else 2)."""
+    num_labels = num_labels or config.num_labels or 2
+    return config if config.num_labels == num_labels else dataclasses.replace(config, num_labels=num_labels)
+
+
 class RobertaForSequenceClassification(_RobertaPreTrained):
     def __init__(self, config: Config, num_labels: Optional[int] = None) -> None:
         super().__init__()
-        num_labels = num_labels or config.num_labels or 2
-        if config.num_labels != num_labels:
-            config = dataclasses.replace(config, num_labels=num_labels)
-        self.config = config
-        self.num_labels = num_labels
+        self.config = config = with_num_labels(config, num_labels)
+        self.num_labels = num_labels = config.num_labels
         self.roberta = RobertaModel(config)
         self.classifier = ClassificationHead(config, num_labels)
         self.init_weights()
@@ -295,11 +298,8 @@ class RobertaForTokenClassification(_RobertaPreTrained):
 
     def __init__(self, config: Config, num_labels: Optional[int] = None) -> None:
         super().__init__()
-        num_labels = num_labels or config.num_labels or 2
-        if config.num_labels != num_labels:
-            config = dataclasses.replace(config, num_labels=num_labels)
-        self.config = config
-        self.num_labels = num_labels
+        self.config = config = with_num_labels(config, num_labels)
+        self.num_labels = num_labels = config.num_labels
         self.roberta = RobertaModel(config, add_pooler=False)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout
         self.drop = nn.Dropout(dropout)

@@ -5,8 +5,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from litgpt.classify import read_lines
-from litgpt.utils import UsageError
+from litgpt.classify import gather_texts
 
 
 def main(
@@ -30,9 +29,7 @@ def main(
     """
     from litgpt.api import TokenClassifier
 
-    texts = list(text or []) + (read_lines(Path(file)) if file is not None else [])
-    if not texts:
-        raise UsageError('no input: pass --text "..." (repeatable) or --file texts.txt')
+    texts = gather_texts(text, file)
     tagger = TokenClassifier.load(checkpoint, device=device, batch_size=batch_size)
     results = tagger.predict(texts)
     if json:

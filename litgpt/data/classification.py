@@ -47,7 +47,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from litgpt.data.agnews import AGNEWS_LABELS, check_agnews_labels, fetch_agnews, read_parquet_split
-from litgpt.data.base import DataModule, EpochBatches, check_batching
+from litgpt.data.base import ExampleList, FinetuneDataModule
 from litgpt.data.readers import read_label_names, read_text
 from litgpt.utils import UsageError, pad_right
 
@@ -82,7 +82,7 @@ class Split:
 
 
 @dataclass
-class ClassificationDataModule(DataModule):
+class ClassificationDataModule(FinetuneDataModule):
     """The `train` and `test` splits of a folder of labelled text (layouts in the module docstring). Both are read
     and checked on creation, so bad data fails before any other work; `setup()` tokenizes them.
 
@@ -142,9 +142,9 @@ class ClassificationDataModule(DataModule):
                                       label_names, names_from=names_from, problem_type=self.problem_type)
         if self.use_agnews:
             check_agnews_labels(self.train.labels, str(self.train.path))
-        self._train_set: Optional[TokenizedSplit] = None
-        self._test_set: Optional[TokenizedSplit] = None
-        self._extra_sets: Dict[str, TokenizedSplit] = {}
+        self._train_set: Optional[ExampleList] = None
+        self._test_set: Optional[ExampleList] = None
+        self._extra_sets: Dict[str, ExampleList] = {}
         self._train_loader: Optional[DataLoader] = None
 
     @property
@@ -164,17 +164,6 @@ class ClassificationDataModule(DataModule):
     def pairs(self) -> bool:
         return self.train.texts_b is not None
 
-    def connect(self, tokenizer: Any, batch_size: int = 1, max_seq_length: Optional[int] = None, seed: int = 42,
-                rank: int = 0, world_size: int = 1, eval_batch_size: Optional[int] = None) -> None:
-        """Hands over what the data needs from the run; `eval_batch_size` defaults to twice `batch_size`."""
-        check_batching(batch_size, max_seq_length, rank, world_size)
-        check_batching(eval_batch_size or 2 * batch_size, None, rank, world_size)
-        self.tokenizer = tokenizer
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or 2 * batch_size
-        self.max_seq_length = max_seq_length or getattr(tokenizer, "model_max_length", None) or 512
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self._train_loader = None
-
     def setup(self, stage: str = "") -> None:
         self._require_connected()
         self._train_set = tokenize_split(self.train, self.tokenizer, self.max_seq_length)
@@ -183,36 +172,13 @@ class ClassificationDataModule(DataModule):
                             for name, split in self.extra_tests.items()}
         self._train_loader = None
 
-    def _make_train_loader(self) -> DataLoader:
-        if self._train_set is None:
-            raise RuntimeError("ClassificationDataModule: call setup() before train_dataloader()")
-        return make_dataloader(self._train_set, self.batch_size, self._collator(), shuffle=True, seed=self.seed,
-                               rank=self.rank, world_size=self.world_size, num_workers=self.num_workers)
-
-    def _collator(self) -> "ClassificationCollator":
+    def collator(self) -> "ClassificationCollator":
         return ClassificationCollator(self.tokenizer.pad_id, self.problem_type, self.num_labels)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Selects the epoch's shuffle of the train loader."""
-        self.train_dataloader().batch_sampler.set_epoch(epoch)
-
-    def val_dataloader(self) -> DataLoader:
-        """The test split, longest first, each rank its share."""
-        if self._test_set is None:
-            raise RuntimeError("ClassificationDataModule: call setup() before val_dataloader()")
-        return self._eval_loader(self._test_set)
 
     def extra_dataloaders(self) -> Dict[str, DataLoader]:
         """The further evaluation splits (`extra_tests`), by name."""
-        return {name: self._eval_loader(dataset) for name, dataset in self._extra_sets.items()}
-
-    def _eval_loader(self, dataset: "TokenizedSplit") -> DataLoader:
-        return make_dataloader(dataset, self.eval_batch_size, self._collator(), shuffle=False, rank=self.rank,
-                               world_size=self.world_size, num_workers=self.num_workers)
-
-    def state_dict(self) -> Dict[str, Any]:
-        """No mid-epoch position: finetuning resumes at an epoch boundary, with `set_epoch`."""
-        return {"module": type(self).__name__, "loader": None}
+        return {name: self.loader(dataset, self.eval_batch_size, shuffle=False)
+                for name, dataset in self._extra_sets.items()}
 
 
 # ---- finding and reading files --------------------------------------------------------------------------------
@@ -528,32 +494,15 @@ def assign_labels(train: Split, tests: Sequence[Split], num_labels: int, label_n
 
 
 # ---- tensors and batches ----------------------------------------------------------------------------------------
-class TokenizedSplit(torch.utils.data.Dataset):
-    """Token ids, labels and (for pairs of a BERT tokenizer) token type ids of one split."""
-
-    def __init__(self, input_ids: List[List[int]], labels: List[Any],
-                 token_types: Optional[List[List[int]]] = None) -> None:
-        self.input_ids = input_ids
-        self.labels = labels
-        self.token_types = token_types
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    def __getitem__(self, i: int) -> Tuple[List[int], Any, Optional[List[int]]]:
-        return self.input_ids[i], self.labels[i], None if self.token_types is None else self.token_types[i]
-
-    @property
-    def lengths(self) -> List[int]:
-        return [len(ids) for ids in self.input_ids]
-
-
-def tokenize_split(split: Split, tokenizer: Any, max_length: int) -> TokenizedSplit:
+def tokenize_split(split: Split, tokenizer: Any, max_length: int) -> ExampleList:
+    """`(ids, label, token types or None)` per example."""
     if split.texts_b is None:
-        return TokenizedSplit(tokenizer.encode_batch(split.texts, max_length=max_length), list(split.labels))
+        ids = tokenizer.encode_batch(split.texts, max_length=max_length)
+        return ExampleList([(x, label, None) for x, label in zip(ids, split.labels)])
     ids, types = tokenizer.encode_pair_batch(split.texts, split.texts_b, max_length=max_length)
-    # RoBERTa's pairs are all type 0 (it has one token type): nothing to feed the model then
-    return TokenizedSplit(ids, list(split.labels), types if any(any(t) for t in types) else None)
+    if not any(any(t) for t in types):  # RoBERTa's pairs are all type 0 (it has one token type): nothing to feed
+        types = [None] * len(ids)
+    return ExampleList(list(zip(ids, split.labels, types)))
 
 
 class ClassificationCollator:
@@ -580,10 +529,3 @@ class ClassificationCollator:
         if len(items[0]) > 2 and items[0][2] is not None:
             batch["token_type_ids"] = pad_right([torch.tensor(item[2], dtype=torch.long) for item in items], 0)
         return batch
-
-
-def make_dataloader(dataset: TokenizedSplit, batch_size: int, collate: ClassificationCollator, shuffle: bool,
-                    seed: int = 42, rank: int = 0, world_size: int = 1, num_workers: int = 0) -> DataLoader:
-    """Training: shuffled batches of similar lengths, so padding stays small. Evaluation: longest first."""
-    batches = EpochBatches(len(dataset), batch_size, shuffle, seed, rank, world_size, lengths=dataset.lengths)
-    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=num_workers)

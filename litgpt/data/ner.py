@@ -20,12 +20,11 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
-from torch.utils.data import DataLoader
 
-from litgpt.data.base import DataModule, EpochBatches, check_batching
+from litgpt.data.base import ExampleList, FinetuneDataModule
 from litgpt.data.classification import find_split_file
 from litgpt.data.readers import read_text
 from litgpt.utils import UsageError, pad_right
@@ -162,22 +161,7 @@ def windows(pieces: List[List[int]], tag_ids: List[int], sentence: int, cls_id: 
     return out
 
 
-class TaggedDataset(torch.utils.data.Dataset):
-    def __init__(self, examples: List[Window]) -> None:
-        self.examples = examples
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def __getitem__(self, i: int) -> Window:
-        return self.examples[i]
-
-    @property
-    def lengths(self) -> List[int]:
-        return [len(w.input_ids) for w in self.examples]
-
-
-def tokenize_tagged(split: TaggedSplit, tokenizer: Any, label2id: Dict[str, int], max_length: int) -> TaggedDataset:
+def tokenize_tagged(split: TaggedSplit, tokenizer: Any, label2id: Dict[str, int], max_length: int) -> ExampleList:
     examples: List[Window] = []
     for s, (words, tags) in enumerate(zip(split.sentences, split.tags)):
         pieces = tokenizer.encode_words(words)
@@ -190,7 +174,7 @@ def tokenize_tagged(split: TaggedSplit, tokenizer: Any, label2id: Dict[str, int]
                                 max_length)
         except ValueError as ex:
             raise UsageError(f"{split.where(s)}: {ex}; raise --max_length") from None
-    return TaggedDataset(examples)
+    return ExampleList(examples)
 
 
 class TaggedCollator:
@@ -207,9 +191,10 @@ class TaggedCollator:
 
 
 @dataclass
-class TokenClassificationDataModule(DataModule):
+class TokenClassificationDataModule(FinetuneDataModule):
     """The `train` and `test` splits of a folder of tagged sentences (layouts in the module docstring), read and
-    checked on creation; `setup()` splits words into sub-words and windows.
+    checked on creation; `setup()` splits words into sub-words and windows. Every rank scores the whole test split
+    (entity metrics need whole sentences).
 
     Args:
         data_dir: Folder holding the train and test splits.
@@ -218,6 +203,7 @@ class TokenClassificationDataModule(DataModule):
 
     data_dir: Path
     num_workers: int = 0
+    shard_evaluation = False
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -226,17 +212,6 @@ class TokenClassificationDataModule(DataModule):
         self.labels = label_set(self.train, self.test)
         self.label2id = {t: i for i, t in enumerate(self.labels)}
         self.id2label = dict(enumerate(self.labels))
-        self._train_set: Optional[TaggedDataset] = None
-        self._test_set: Optional[TaggedDataset] = None
-
-    def connect(self, tokenizer: Any, batch_size: int = 1, max_seq_length: Optional[int] = None, seed: int = 42,
-                rank: int = 0, world_size: int = 1, eval_batch_size: Optional[int] = None) -> None:
-        check_batching(batch_size, max_seq_length, rank, world_size)
-        self.tokenizer = tokenizer
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or 2 * batch_size
-        self.max_seq_length = max_seq_length or 512
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self._train_loader = None
 
     def setup(self, stage: str = "") -> None:
         self._require_connected()
@@ -244,29 +219,9 @@ class TokenClassificationDataModule(DataModule):
         self._test_set = tokenize_tagged(self.test, self.tokenizer, self.label2id, self.max_seq_length)
         self._train_loader = None
 
-    def _make_train_loader(self) -> DataLoader:
-        return self._loader(self._train_set, self.batch_size, shuffle=True)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.train_dataloader().batch_sampler.set_epoch(epoch)
-
-    def val_dataloader(self) -> DataLoader:
-        """The whole test split on every rank (entity metrics need whole sentences), longest first."""
-        return self._loader(self._test_set, self.eval_batch_size, shuffle=False)
-
-    def _loader(self, dataset: Optional[TaggedDataset], batch_size: int, shuffle: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError("TokenClassificationDataModule: call setup() before asking for a loader")
-        rank, world_size = (self.rank, self.world_size) if shuffle else (0, 1)
-        batches = EpochBatches(len(dataset), batch_size, shuffle, self.seed, rank, world_size,
-                               lengths=dataset.lengths)
-        return DataLoader(dataset, batch_sampler=batches, collate_fn=TaggedCollator(self.tokenizer.pad_id),
-                          num_workers=self.num_workers)
+    def collator(self) -> TaggedCollator:
+        return TaggedCollator(self.tokenizer.pad_id)
 
     def test_windows(self) -> List[Window]:
         """The test windows in the val loader's order (longest first, as `EpochBatches` evaluates)."""
-        loader = self.val_dataloader()
-        return [self._test_set.examples[i] for batch in loader.batch_sampler for i in batch]
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"module": type(self).__name__, "loader": None}
+        return [self._test_set.examples[i] for batch in self.val_dataloader().batch_sampler for i in batch]

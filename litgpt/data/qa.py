@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from torch.utils.data import DataLoader
 
-from litgpt.data.base import DataModule, EpochBatches, check_batching
+from litgpt.data.base import ExampleList, FinetuneDataModule
 from litgpt.data.classification import find_split_file
 from litgpt.data.readers import read_text
 from litgpt.utils import UsageError, pad_right
@@ -207,24 +206,10 @@ class QACollator:
         return batch
 
 
-class WindowSet(torch.utils.data.Dataset):
-    def __init__(self, windows: List[QAWindow]) -> None:
-        self.windows = windows
-
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def __getitem__(self, i: int) -> QAWindow:
-        return self.windows[i]
-
-    @property
-    def lengths(self) -> List[int]:
-        return [len(w.input_ids) for w in self.windows]
-
-
 @dataclass
-class QADataModule(DataModule):
+class QADataModule(FinetuneDataModule):
     """SQuAD `train.json` and `test.json` of a folder, read and checked on creation; `setup()` makes the windows.
+    Every rank answers the whole test split (an answer needs all of its context's windows).
 
     Args:
         data_dir: Folder holding train.json and test.json.
@@ -235,54 +220,31 @@ class QADataModule(DataModule):
     data_dir: Path
     doc_stride: Optional[int] = None
     num_workers: int = 0
+    default_max_length = 384
+    shard_evaluation = False
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
         self.train = read_squad(find_split_file(self.data_dir, "train", (".json",)))
         self.test = read_squad(find_split_file(self.data_dir, "test", (".json",)))
         self.version_2 = self.train.version_2 or self.test.version_2
-        self._train_set: Optional[WindowSet] = None
-        self._test_set: Optional[WindowSet] = None
 
     def connect(self, tokenizer: Any, batch_size: int = 1, max_seq_length: Optional[int] = None, seed: int = 42,
                 rank: int = 0, world_size: int = 1, eval_batch_size: Optional[int] = None) -> None:
-        check_batching(batch_size, max_seq_length, rank, world_size)
-        self.tokenizer = tokenizer
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or 2 * batch_size
-        self.max_seq_length = max_seq_length or 384
+        super().connect(tokenizer, batch_size, max_seq_length, seed, rank, world_size, eval_batch_size)
         self.doc_stride = self.doc_stride or self.max_seq_length // 4
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self._train_loader = None
 
     def setup(self, stage: str = "") -> None:
         self._require_connected()
-        self._train_set = WindowSet(make_windows(self.tokenizer, self.train.examples, self.max_seq_length,
-                                                 self.doc_stride))
-        self._test_set = WindowSet(make_windows(self.tokenizer, self.test.examples, self.max_seq_length,
-                                                self.doc_stride))
+        self._train_set = ExampleList(make_windows(self.tokenizer, self.train.examples, self.max_seq_length,
+                                                   self.doc_stride))
+        self._test_set = ExampleList(make_windows(self.tokenizer, self.test.examples, self.max_seq_length,
+                                                  self.doc_stride))
         self._train_loader = None
 
-    def _make_train_loader(self) -> DataLoader:
-        return self._loader(self._train_set, self.batch_size, shuffle=True)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.train_dataloader().batch_sampler.set_epoch(epoch)
-
-    def val_dataloader(self) -> DataLoader:
-        """Every test window on every rank (answers need all of an example's windows), longest first."""
-        return self._loader(self._test_set, self.eval_batch_size, shuffle=False)
+    def collator(self) -> QACollator:
+        return QACollator(self.tokenizer.pad_id, self.tokenizer.wordpiece)
 
     def test_windows(self) -> List[QAWindow]:
         """The test windows in the val loader's order."""
-        return [self._test_set.windows[i] for batch in self.val_dataloader().batch_sampler for i in batch]
-
-    def _loader(self, dataset: Optional[WindowSet], batch_size: int, shuffle: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError("QADataModule: call setup() before asking for a loader")
-        rank, world_size = (self.rank, self.world_size) if shuffle else (0, 1)
-        batches = EpochBatches(len(dataset), batch_size, shuffle, self.seed, rank, world_size, lengths=dataset.lengths)
-        return DataLoader(dataset, batch_sampler=batches, num_workers=self.num_workers,
-                          collate_fn=QACollator(self.tokenizer.pad_id, self.tokenizer.wordpiece))
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"module": type(self).__name__, "loader": None}
+        return [self._test_set.examples[i] for batch in self.val_dataloader().batch_sampler for i in batch]

@@ -12,7 +12,6 @@ After every epoch `output_dir/train_state.pt` holds everything needed to continu
 the best epoch so far); `--resume` continues from it and ends with the same weights as an uninterrupted run.
 """
 
-import math
 import sys
 import time
 from dataclasses import asdict, replace
@@ -22,10 +21,11 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from litgpt.args import FinetuneArgs, check_finetune_args
-from litgpt.checkpoint import check_state_dict, find_checkpoint
-from litgpt.config import Config, name_to_config
+from litgpt.checkpoint import check_state_dict
+from litgpt.config import Config
 from litgpt.data.classification import ClassificationDataModule
 from litgpt.export import STATE_FILE, check_output_dir, prepare_output_dir, save_adapters, save_finetuned
+from litgpt.finetune.loop import find_weights, fit_max_length, make_scheduler, optimizer_step
 from litgpt.kernels import add_lora
 from litgpt.metrics import SELECTION, format_report, make_metrics, metrics_report
 from litgpt.model_roberta import (
@@ -33,7 +33,6 @@ from litgpt.model_roberta import (
     PROBLEM_TYPES,
     RobertaForSequenceClassification,
     classification_loss,
-    headed_names,
 )
 from litgpt.run import default_precision, make_fabric, plain, unwrap
 from litgpt.tokenizer import Tokenizer
@@ -183,12 +182,7 @@ def fit(fabric, state: Dict[str, Any], train_loader, test_loader, args: Finetune
             batch = {k: v.to(fabric.device, non_blocking=True) for k, v in batch.items()}
             logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
             loss = classification_loss(logits, batch["labels"], config.problem_type)
-            fabric.backward(loss)
-            if args.max_grad_norm:
-                fabric.clip_gradients(model, optimizer, max_norm=args.max_grad_norm, error_if_nonfinite=False)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+            optimizer_step(fabric, model, optimizer, scheduler, loss, args.max_grad_norm)
             loss_sum += loss.detach().double() * len(batch["labels"])
             seen += len(batch["labels"])
             bar.update(1)
@@ -233,27 +227,7 @@ def evaluate(fabric, model, loader, config: Config, threshold: float = 0.5) -> D
     return metrics.compute()
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float):
-    """Linear warmup over `warmup_ratio` of the steps, then linear decay to 0 at the last step."""
-    warmup = math.ceil(total_steps * warmup_ratio)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 # ---- checks, weights and resuming -----------------------------------------------------------------------------
-def fit_max_length(max_length: int, config: Config) -> int:
-    if max_length <= config.block_size:
-        return max_length
-    if max_length == FinetuneArgs.max_length:  # the default, not a request: fit it to small models (noted in main)
-        return config.block_size
-    raise UsageError(f"--max_length {max_length}: the model reads at most {config.block_size} tokens")
-
-
 def resolve_weights(model_name: str, from_scratch: bool, data: ClassificationDataModule, num_labels: int
                     ) -> Tuple[Config, Optional[Dict[str, torch.Tensor]], Any, str]:
     """(config, state dict or None for random init, tokenizer, one line saying where the weights came from)."""
@@ -268,36 +242,6 @@ def resolve_weights(model_name: str, from_scratch: bool, data: ClassificationDat
         state = {k: v for k, v in state.items() if k.startswith("roberta.")}
         what = f"encoder, new classification head ({num_labels} labels)"
     return config, state, tokenizer, f"{source}: {what}"
-
-
-def find_weights(model_name: str, from_scratch: bool, texts: List[str], texts_from: Path
-                 ) -> Tuple[Config, Optional[Dict[str, torch.Tensor]], Any, str]:
-    """Any finetuning task's starting point: (config, the checkpoint's state dict in headed names, or None for
-    random init with a tokenizer trained on `texts`, the tokenizer, where the weights came from)."""
-    known = ", ".join(sorted(name_to_config))
-    if from_scratch:
-        from litgpt.train_tokenizer import train_tokenizer
-
-        if model_name not in name_to_config:
-            raise UsageError(f"--from_scratch: --model_name {model_name!r} is not a registry config; known: {known}")
-        config = Config.from_name(model_name)
-        tokenizer = train_tokenizer(texts, vocab_size=config.vocab_size,
-                                    kind="wordpiece" if config.model_type == "bert" else "bpe")
-        config = replace(config, pad_token_id=tokenizer.pad_id, bos_token_id=tokenizer.bos_id,
-                         eos_token_id=tokenizer.eos_id, mask_token_id=tokenizer.mask_id)
-        source = (f"random init from the {model_name} config (--from_scratch), tokenizer trained on "
-                  f"{texts_from} ({tokenizer.vocab_size} tokens)")
-        return config, None, tokenizer, source
-
-    loaded = find_checkpoint(model_name, "--model_name", hint="; or add --from_scratch with a registry config such"
-                                                              " as roberta-tiny")
-    if loaded is None:
-        if model_name in name_to_config:
-            raise UsageError(f"--model_name {model_name}: a registry config without published weights; add "
-                             "--from_scratch to train it from random init, or pass a checkpoint dir")
-        raise UsageError(f"--model_name {model_name}: not a folder, a registry name ({known}) or a HuggingFace "
-                         "repo id")
-    return loaded.config, headed_names(loaded.state_dict), loaded.load_tokenizer(), loaded.source
 
 
 def load_weights(model: RobertaForSequenceClassification, state: Dict[str, torch.Tensor], source: str,

@@ -1,5 +1,7 @@
-"""What the token-level finetuning tasks (`ner.py`, `qa.py`) share: the run's setup from `FinetuneArgs`, the epoch
-loop that evaluates on the test split after every epoch and keeps the best epoch's weights, and the HF export.
+"""What the finetuning tasks share: finding the starting weights (`find_weights`), fitting `--max_length` to the
+model, the learning-rate schedule and the optimizer step; and for the token-level tasks (`ner.py`, `qa.py`) the
+run's setup from `FinetuneArgs`, the epoch loop that evaluates on the test split after every epoch and keeps the best
+epoch's weights, and the HF export:
 
     check_output(args)                  the output folder may be written (before the data is read)
     run = prepare(args, data, texts)    the weights found and checked against the encoder, the settings fixed
@@ -9,23 +11,86 @@ loop that evaluates on the test split after every epoch and keeps the best epoch
         save(run, best, report)         the HF folder and metrics.json
 """
 
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from litgpt.args import FinetuneArgs
-from litgpt.checkpoint import check_state_dict
-from litgpt.config import Config
+from litgpt.checkpoint import check_state_dict, find_checkpoint
+from litgpt.config import Config, name_to_config
 from litgpt.export import check_output_dir, prepare_output_dir, save_hf_dir
-from litgpt.model_roberta import RobertaModel
+from litgpt.model_roberta import RobertaModel, headed_names
 from litgpt.run import default_precision, make_fabric, plain, unwrap
-from litgpt.utils import atomic_write_text, make_adamw
+from litgpt.utils import UsageError, atomic_write_text, make_adamw
 
 
+# ---- what every finetuning task shares -------------------------------------------------------------------------
+def find_weights(model_name: str, from_scratch: bool, texts: List[str], texts_from: Path
+                 ) -> Tuple[Config, Optional[Dict[str, torch.Tensor]], Any, str]:
+    """Any finetuning task's starting point: (config, the checkpoint's state dict in headed names, or None for
+    random init with a tokenizer trained on `texts`, the tokenizer, where the weights came from)."""
+    known = ", ".join(sorted(name_to_config))
+    if from_scratch:
+        from litgpt.train_tokenizer import train_tokenizer
+
+        if model_name not in name_to_config:
+            raise UsageError(f"--from_scratch: --model_name {model_name!r} is not a registry config; known: {known}")
+        config = Config.from_name(model_name)
+        tokenizer = train_tokenizer(texts, vocab_size=config.vocab_size,
+                                    kind="wordpiece" if config.model_type == "bert" else "bpe")
+        config = replace(config, pad_token_id=tokenizer.pad_id, bos_token_id=tokenizer.bos_id,
+                         eos_token_id=tokenizer.eos_id, mask_token_id=tokenizer.mask_id)
+        source = (f"random init from the {model_name} config (--from_scratch), tokenizer trained on "
+                  f"{texts_from} ({tokenizer.vocab_size} tokens)")
+        return config, None, tokenizer, source
+
+    loaded = find_checkpoint(model_name, "--model_name", hint="; or add --from_scratch with a registry config such"
+                                                              " as roberta-tiny")
+    if loaded is None:
+        if model_name in name_to_config:
+            raise UsageError(f"--model_name {model_name}: a registry config without published weights; add "
+                             "--from_scratch to train it from random init, or pass a checkpoint dir")
+        raise UsageError(f"--model_name {model_name}: not a folder, a registry name ({known}) or a HuggingFace "
+                         "repo id")
+    return loaded.config, headed_names(loaded.state_dict), loaded.load_tokenizer(), loaded.source
+
+
+def fit_max_length(max_length: int, config: Config) -> int:
+    if max_length <= config.block_size:
+        return max_length
+    if max_length == FinetuneArgs.max_length:  # the default, not a request: fit it to small models (noted in main)
+        return config.block_size
+    raise UsageError(f"--max_length {max_length}: the model reads at most {config.block_size} tokens")
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float):
+    """Linear warmup over `warmup_ratio` of the steps, then linear decay to 0 at the last step."""
+    warmup = math.ceil(total_steps * warmup_ratio)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def optimizer_step(fabric, model, optimizer, scheduler, loss: torch.Tensor, max_grad_norm: Optional[float]) -> None:
+    """Backward, clipping by global norm (when `max_grad_norm`), the update, and the schedule's next step."""
+    fabric.backward(loss)
+    if max_grad_norm:
+        fabric.clip_gradients(model, optimizer, max_norm=max_grad_norm, error_if_nonfinite=False)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+
+
+# ---- the token-level tasks' run ------------------------------------------------------------------------------
 @dataclass
 class Run:
     """One finetuning run of a token-level task, as `setup` prepared it."""
@@ -43,8 +108,6 @@ def prepare(args: FinetuneArgs, data: Any, texts: List[str], texts_from: Path, n
             id2label: Optional[Dict[int, str]] = None) -> Run:
     """Finds the weights (the encoder of any checkpoint, or random init with a tokenizer trained on `texts`) and
     fixes the run's settings; the output folder was checked before the data was read."""
-    from litgpt.finetune.classification import find_weights, fit_max_length
-
     config, state, tokenizer, source = find_weights(args.model_name, args.from_scratch, texts, texts_from)
     weights = None
     if state is not None:  # the encoder; names and shapes are checked now, so a mismatch is one clear error
@@ -67,8 +130,6 @@ def launch(run: Run, main: Callable) -> None:
 def start(fabric, run: Run, make_model: Callable[[], torch.nn.Module]):
     """Seeds, marks the output folder, connects the data, builds the model (after seeding, so the new head is the
     same every run) and sets up model, optimizer and schedule."""
-    from litgpt.finetune.classification import make_scheduler
-
     args = run.args
     fabric.seed_everything(args.seed, verbose=False)
     if fabric.global_rank == 0:
@@ -106,12 +167,7 @@ def fit_epochs(fabric, run: Run, model, optimizer, scheduler, loss_fn: Callable,
         for batch in loader:
             batch = {k: v.to(fabric.device, non_blocking=True) for k, v in batch.items()}
             loss = loss_fn(model, batch)
-            fabric.backward(loss)
-            if args.max_grad_norm:
-                fabric.clip_gradients(model, optimizer, max_norm=args.max_grad_norm, error_if_nonfinite=False)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+            optimizer_step(fabric, model, optimizer, scheduler, loss, args.max_grad_norm)
             loss_sum += loss.detach().double()
             seen += 1
             bar.update(1)
