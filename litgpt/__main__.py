@@ -20,7 +20,7 @@ COMMANDS = {
     "classify": ("litgpt.classify:main", "label texts with a finetuned classifier"),
     "ner": ("litgpt.ner:main", "tag the entities of texts with a finetuned token classifier"),
     "qa": ("litgpt.qa:main", "answer a question from a context with a finetuned QA model"),
-    "serve": ("litgpt.serve:main", "serve a checkpoint over HTTP (classify, fill_mask or embed) with dynamic batching"),
+    "serve": ("litgpt.serve:main", "serve a checkpoint over HTTP with dynamic batching (its own task, or embed)"),
     "embed": ("litgpt.embed:main", "sentence vectors from any checkpoint's encoder (a few texts, or a whole file)"),
     "train_tokenizer": ("litgpt.train_tokenizer:train_tokenizer_command",
                         "train a BPE or WordPiece tokenizer on text files"),
