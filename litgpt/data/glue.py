@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from litgpt.data.classification import Columns, Split, collect_split, read_table
+from litgpt.data.labelled import Columns, Split, collect_split, read_table
 from litgpt.data.readers import read_text
 from litgpt.utils import UsageError
 

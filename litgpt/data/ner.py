@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import torch
 
 from litgpt.data.base import ExampleList, FinetuneDataModule
-from litgpt.data.classification import find_split_file
+from litgpt.data.labelled import find_split_file
 from litgpt.data.readers import read_text
 from litgpt.utils import UsageError, pad_right
 

@@ -1,0 +1,175 @@
+"""What every inference object shares: the device, the model in eval mode, loading any checkpoint with the head a
+class needs, length-sorted padded batches with rounded shapes, and pooling the encoder's states into sentence
+vectors."""
+
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from litgpt.utils import UsageError, pad_right
+
+Candidate = Dict[str, Any]  # {"token_id": int, "token": str, "score": float}
+POOLING = ("mean", "cls", "max")
+
+
+def resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
+    """`None` picks the GPU when there is one, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"--device {device!r}: not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) here")
+    return device
+
+
+def _as_texts(texts: Union[str, Sequence[str]], what: str) -> List[str]:
+    if isinstance(texts, str):
+        return [texts]
+    texts = list(texts)
+    bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
+    if bad:
+        raise TypeError(f"{what} expects a str or a list of str, got a list holding {bad[0]}")
+    return texts
+
+
+# Inference shapes are rounded up to these multiples: every new shape costs oneDNN kernels and heap fragments that
+# are kept, so a long run over ever-different shapes grew without bound (4.2 GB over 100k texts) where rounded ones
+# stay flat. Padding to a multiple of 16 positions costs only attention; the extra rows are a few pad tokens.
+LENGTH_MULTIPLE = 16
+ROW_MULTIPLE = 64
+
+
+def pool(encoder: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, pooling: str
+         ) -> torch.Tensor:
+    """`[B, n_embd]` float32 sentence vectors: the first token's state, or the mean or max over the real tokens.
+    Only the rows pooling reads are computed (`hidden_at`), plus a few pad rows that round their number up to a
+    multiple of `ROW_MULTIPLE` (pad rows never change real ones; they are dropped here)."""
+    real = attention_mask.bool()
+    wanted = real if pooling != "cls" else torch.zeros_like(real).index_fill_(1, torch.tensor([0]), True)
+    rows = wanted | _round_up_rows(real | wanted, ROW_MULTIPLE)
+    hidden = encoder.hidden_at(input_ids, attention_mask, rows).float()[wanted[rows]]  # row-major
+    if pooling == "cls":
+        return hidden
+    B, C = real.size(0), hidden.size(-1)
+    if pooling == "max":
+        padded = hidden.new_full((B, real.size(1), C), float("-inf"))
+        padded[real] = hidden
+        return padded.max(1).values
+    text_of_token = real.nonzero(as_tuple=True)[0]
+    return hidden.new_zeros(B, C).index_add_(0, text_of_token, hidden) / real.sum(1, keepdim=True)
+
+
+def _round_up_rows(computed: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad positions (not in `computed`, first ones first) that bring `computed`'s count up to a multiple of
+    `multiple`, as far as there are pads."""
+    extra = torch.zeros_like(computed)
+    missing = -int(computed.sum()) % multiple
+    if missing:
+        pads = (~computed).flatten().nonzero().squeeze(1)[:missing]
+        extra.view(-1)[pads] = True
+    return extra
+
+
+# a checkpoint's head -> (what it is, the head the others lack, what reads it)
+HEADS = {
+    "mlm": ("a masked LM", "LM head", "`litgpt fill_mask` / MaskedLM"),
+    "base": ("a bare encoder", "head", "`litgpt embed` / Embedder"),
+    "classification": ("a sequence classifier", "classification head", "`litgpt classify` / Classifier"),
+    "token_classification": ("a token classifier", "token classification head", "`litgpt ner` / TokenClassifier"),
+    "qa": ("a question-answering model", "question-answering head", "`litgpt qa` / QuestionAnswerer"),
+}
+
+
+class _Inference:
+    """What every inference object shares: the model in eval mode on its device, the tokenizer and padded batching."""
+
+    kind: str = ""  # the head `load` requires (`model_class_for_state_dict`'s names; "": any)
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, device: torch.device, batch_size: int = 32,
+                 source: str = "") -> None:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise UsageError(f"batch_size {batch_size!r}: must be a positive integer")
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.config = model.config
+        self.device = device
+        self.batch_size = batch_size
+        self.source = source
+        self.max_length = self.config.block_size  # longer texts are truncated (fill_mask refuses them)
+        self.folder: Optional[Path] = None  # the checkpoint's folder, when loaded from one
+
+    @classmethod
+    def load(cls, source: Union[str, Path], device: Optional[Union[str, torch.device]] = None,
+             batch_size: int = 32, checkpoints_dir: Path = Path("checkpoints")):
+        """Loads the weights, config and tokenizer found at `source` onto `device` (default: GPU if any, else CPU)."""
+        from litgpt.checkpoint import build_model, load_checkpoint
+        from litgpt.model_roberta import model_class_for_state_dict
+
+        device = resolve_device(device)
+        checkpoint = load_checkpoint(source, checkpoints_dir)
+        kind = model_class_for_state_dict(checkpoint.state_dict)
+        if cls.kind and kind != cls.kind and not (cls.kind == "mlm" and kind == "base"):
+            hint = " (finetune it first with `litgpt finetune`)" if kind in ("mlm", "base") else ""
+            raise UsageError(f"{checkpoint.source}: is {HEADS[kind][0]}, not {HEADS[cls.kind][0]} (it has no "
+                             f"{HEADS[cls.kind][1]}); use {HEADS[kind][2]}{hint}")
+        tokenizer = checkpoint.load_tokenizer()
+        model = build_model(checkpoint.config, checkpoint.state_dict, checkpoint.source)
+        loaded = cls(model, tokenizer, device, batch_size, checkpoint.source)
+        loaded.folder = checkpoint.tokenizer_dir  # the checkpoint's own files sit beside its tokenizer
+        return loaded
+
+    @property
+    def encoder(self) -> torch.nn.Module:
+        return getattr(self.model, "roberta", self.model)
+
+    def _encode(self, texts: List[str], truncate: bool) -> List[List[int]]:
+        limit = self.max_length
+        if truncate:
+            return self.tokenizer.encode_batch(texts, max_length=limit)
+        encoded = self.tokenizer.encode_batch(texts)
+        for i, ids in enumerate(encoded):
+            if len(ids) > limit:
+                raise UsageError(f"text {i + 1} is {len(ids)} tokens long; the model takes at most {limit}")
+        return encoded
+
+    def _batches(self, encoded: List[List[int]]):
+        """Yields (indices into `encoded`, input_ids, attention_mask), right-padded, longest texts first."""
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            lengths = torch.tensor([len(encoded[i]) for i in idx])
+            input_ids = pad_right([torch.tensor(encoded[i], dtype=torch.long) for i in idx], self.tokenizer.pad_id)
+            # the length rounded up to a multiple of LENGTH_MULTIPLE (within the model's), for few distinct shapes
+            length = min(-(-input_ids.size(1) // LENGTH_MULTIPLE) * LENGTH_MULTIPLE, self.config.block_size)
+            input_ids = F.pad(input_ids, (0, length - input_ids.size(1)), value=self.tokenizer.pad_id)
+            attention_mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
+            yield idx, input_ids.to(self.device), attention_mask.to(self.device)
+
+    @torch.inference_mode()
+    def embed(self, texts: Union[str, Sequence[str]], pooling: str = "mean", normalize: bool = False) -> torch.Tensor:
+        """One vector per text, `[N, n_embd]` float32 on the CPU, pooled from the encoder's last hidden states.
+
+        `pooling`: "mean" or "max" over the text's real tokens (`<s>`/`[CLS]` and `</s>`/`[SEP]` included, padding
+        excluded, as sentence-transformers pools), or "cls", the first token's state. A text's vector therefore does
+        not depend on its batch. `normalize` scales each vector to unit length (cosine similarity = dot product).
+        Texts longer than `max_length` tokens are truncated.
+        """
+        if pooling not in POOLING:
+            raise UsageError(f"pooling {pooling!r}: expected one of {', '.join(POOLING)}")
+        texts = _as_texts(texts, "embed")
+        out = torch.empty(len(texts), self.config.n_embd, dtype=torch.float32)
+        for idx, input_ids, attention_mask in self._batches(self._encode(texts, truncate=True)):
+            vectors = pool(self.encoder, input_ids, attention_mask, pooling)
+            out[torch.tensor(idx)] = (F.normalize(vectors, dim=-1) if normalize else vectors).cpu()
+        return out
+
+
