@@ -219,6 +219,23 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
     )
 
 
+def run_cli_here(*args):
+    """`run_cli` in this process: litgpt's own `main` on `args`, the same parser and errors without a Python start-up
+    (for the quick commands: embed, convert). Returns an object with `returncode`, `stdout` and `stderr`."""
+    import contextlib
+    import types
+
+    from litgpt.__main__ import main
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as ex:
+            code = ex.code if isinstance(ex.code, int) else int(ex.code is not None)
+    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
 TINY_PRETRAIN = ("--model_name", "roberta-tiny", "--train.global_batch_size", "8", "--train.micro_batch_size", "4")
 
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli_here
 
 from litgpt import Config
 from litgpt.checkpoint import build_model, load_hf_checkpoint
@@ -126,12 +126,12 @@ def test_roundtrip_through_cli_is_identical(tmp_path, hf_cls):
     hf = getattr(transformers, hf_cls)(tiny_bert_config(**kwargs)).eval()
     hf_dir = tmp_path / "hf"
     hf.save_pretrained(hf_dir)
-    proc = run_cli("convert_to_litgpt", hf_dir)
+    proc = run_cli_here("convert_to_litgpt", hf_dir)
     assert proc.returncode == 0, proc.stderr
     config = Config.from_file(hf_dir / "model_config.yaml")
     assert config.model_type == "bert"
     back = tmp_path / "back"
-    proc = run_cli("convert_from_litgpt", hf_dir, back)
+    proc = run_cli_here("convert_from_litgpt", hf_dir, back)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((back / "config.json").read_text())["architectures"] == [hf_cls]
     reloaded = getattr(transformers, hf_cls).from_pretrained(back).eval()

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_usage_error, ragged_batch, run_cli, tiny_hf_config
+from conftest import assert_usage_error, ragged_batch, run_cli_here, tiny_hf_config
 
 from litgpt import Config, model_roberta
 from litgpt.checkpoint import build_model, load_hf_checkpoint
@@ -254,7 +254,7 @@ def test_roberta_base_width_parity_through_cli(tmp_path, hf_cls):
         )
     ).eval()
     hf.save_pretrained(tmp_path)
-    proc = run_cli("convert_to_litgpt", tmp_path)
+    proc = run_cli_here("convert_to_litgpt", tmp_path)
     assert proc.returncode == 0, proc.stderr
     config = Config.from_file(tmp_path / "model_config.yaml")
     ours = build_model(config, torch.load(tmp_path / "lit_model.pth", weights_only=True), "test").eval()
@@ -279,7 +279,7 @@ def test_hf_roundtrip_through_cli(tmp_path, hf_cls, kwargs):
     hf = getattr(transformers, hf_cls)(tiny_hf_config(**kwargs)).eval()
     hf_dir = tmp_path / "hf"
     hf.save_pretrained(hf_dir)
-    proc = run_cli("convert_to_litgpt", hf_dir)
+    proc = run_cli_here("convert_to_litgpt", hf_dir)
     assert proc.returncode == 0, proc.stderr
     assert (hf_dir / "lit_model.pth").is_file() and (hf_dir / "model_config.yaml").is_file()
 
@@ -294,7 +294,7 @@ def test_hf_roundtrip_through_cli(tmp_path, hf_cls, kwargs):
     assert (out - expected).abs().max() < 1e-5
 
     back = tmp_path / "back"
-    proc = run_cli("convert_from_litgpt", hf_dir, back)
+    proc = run_cli_here("convert_from_litgpt", hf_dir, back)
     assert proc.returncode == 0, proc.stderr
     assert (back / "model.safetensors").is_file()
     reloaded = getattr(transformers, hf_cls).from_pretrained(back).eval()
@@ -361,7 +361,7 @@ def test_bad_checkpoints(tmp_path):
     with pytest.raises(UsageError, match="shape"):
         load_hf_checkpoint(bad)
     # the CLI turns each into one line and exit code 2
-    proc = run_cli("convert_to_litgpt", bert)
+    proc = run_cli_here("convert_to_litgpt", bert)
     assert_usage_error(proc.returncode, proc.stderr)
     assert not (bert / "lit_model.pth").exists()
 

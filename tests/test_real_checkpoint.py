@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
-from conftest import assert_parity, run_cli, varied_texts
+from conftest import assert_parity, run_cli_here, varied_texts
 
 from litgpt.api import Embedder, pool
 from litgpt.checkpoint import build_model, load_checkpoint
@@ -142,11 +142,11 @@ def test_embed_cli_text_and_file(tmp_path):
     texts = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",
              "A man is riding a horse."]
     args = [a for t in texts for a in ("--text", t)]
-    proc = run_cli("embed", MODEL_DIR, *args, "--json")
+    proc = run_cli_here("embed", MODEL_DIR, *args, "--json")
     assert proc.returncode == 0, proc.stderr
     vectors = torch.tensor(json.loads(proc.stdout))
     assert vectors.shape == (4, 384) and torch.allclose(vectors.norm(dim=1), torch.ones(4), atol=1e-5)
-    proc = run_cli("embed", MODEL_DIR, *args, "--query", "Someone is having a meal.", "--json")
+    proc = run_cli_here("embed", MODEL_DIR, *args, "--query", "Someone is having a meal.", "--json")
     ranking = json.loads(proc.stdout)
     assert [r["text"] for r in ranking[:2]] == texts[:2] and ranking[0]["score"] > ranking[-1]["score"]
 
@@ -154,25 +154,25 @@ def test_embed_cli_text_and_file(tmp_path):
     lines = real_texts()[:300]
     corpus.write_text("\n".join(lines * 2) + "\n", encoding="utf-8")
     expected = Embedder.load(MODEL_DIR, device="cpu").embed([t.strip() for t in lines if t.strip()] * 2)
-    proc = run_cli("embed", MODEL_DIR, "--input", corpus, "--output", tmp_path / "vectors.npy")
+    proc = run_cli_here("embed", MODEL_DIR, "--input", corpus, "--output", tmp_path / "vectors.npy")
     assert proc.returncode == 0, proc.stderr
     assert "embed: 100%" in proc.stderr  # the progress bar
     rows = np.load(tmp_path / "vectors.npy")
     assert rows.shape == tuple(expected.shape) and np.abs(rows - expected.numpy()).max() < 1e-5
-    proc = run_cli("embed", MODEL_DIR, "--input", corpus, "--output", tmp_path / "vectors.jsonl")
+    proc = run_cli_here("embed", MODEL_DIR, "--input", corpus, "--output", tmp_path / "vectors.jsonl")
     records = [json.loads(line) for line in (tmp_path / "vectors.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(records) == len(rows) and np.abs(np.array(records[7]["embedding"]) - rows[7]).max() < 1e-6
     # an existing output is never overwritten
-    proc = run_cli("embed", MODEL_DIR, "--input", corpus, "--output", tmp_path / "vectors.npy")
+    proc = run_cli_here("embed", MODEL_DIR, "--input", corpus, "--output", tmp_path / "vectors.npy")
     assert proc.returncode == 2 and "already exists" in proc.stderr
 
 
 def test_roundtrip_of_the_real_checkpoint(tmp_path):
     hf_dir = tmp_path / "minilm"
     shutil.copytree(MODEL_DIR, hf_dir)
-    assert run_cli("convert_to_litgpt", hf_dir).returncode == 0
+    assert run_cli_here("convert_to_litgpt", hf_dir).returncode == 0
     back = tmp_path / "back"
-    proc = run_cli("convert_from_litgpt", hf_dir, back)
+    proc = run_cli_here("convert_from_litgpt", hf_dir, back)
     assert proc.returncode == 0, proc.stderr
     original = transformers.BertModel.from_pretrained(MODEL_DIR).state_dict()
     roundtrip = transformers.BertModel.from_pretrained(back).state_dict()
