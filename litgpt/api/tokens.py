@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from litgpt.api.base import _as_texts, _Inference
-from litgpt.utils import UsageError, pad_right, read_json
+from litgpt.utils import UsageError, read_json
 
 # words as CoNLL data splits them: a run of letters and digits (inner hyphens, apostrophes and dots kept, as in
 # "O'Neil" or "U.S"), or any other symbol on its own
@@ -34,7 +34,7 @@ class TokenClassifier(_Inference):
         character offsets into the text, `entity` is `text[start:end]` and `score` the mean over its words of the
         chosen tag's probability. With tags that are not BIO, each word not tagged `O` is its own entity.
         """
-        from litgpt.data.ner import windows
+        from litgpt.data.ner import TaggedCollator, windows
 
         texts = _as_texts(texts, "predict")
         spans = [[(m.start(), m.end()) for m in WORD.finditer(text)] for text in texts]
@@ -47,9 +47,9 @@ class TokenClassifier(_Inference):
         probs: List[List[Optional[torch.Tensor]]] = [[None] * len(words) for words in spans]
         for start in range(0, len(examples), self.batch_size):
             chunk = examples[start : start + self.batch_size]
-            ids = pad_right([torch.tensor(w.input_ids) for w in chunk], self.tokenizer.pad_id).to(self.device)
-            mask = pad_right([torch.ones(len(w.input_ids), dtype=torch.long) for w in chunk], 0).to(self.device)
-            out = self.model(ids, mask).float().softmax(-1).cpu()
+            batch = TaggedCollator(self.tokenizer.pad_id)(chunk)  # training's padding
+            out = self.model(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
+            out = out.float().softmax(-1).cpu()
             for row, window in enumerate(chunk):
                 for position, text_index, word in window.words:
                     probs[text_index][word] = out[row, position]
@@ -107,7 +107,7 @@ class QuestionAnswerer(_Inference):
         contexts. `start`/`end` are character offsets into the context; `score` is the answer's probability among
         the candidate spans and the null answer. `answer` is "" when the model judges the question unanswerable
         (a SQuAD v2 model: the null answer beats the best span by more than its threshold)."""
-        from litgpt.data.qa import QAExample, apply_null_threshold, best_answers, make_windows
+        from litgpt.data.qa import QACollator, QAExample, apply_null_threshold, best_answers, make_windows
 
         single = isinstance(question, str)
         questions, contexts = _as_texts(question, "answer"), _as_texts(context, "answer")
@@ -122,12 +122,9 @@ class QuestionAnswerer(_Inference):
         starts, ends = [], []
         for first in range(0, len(windows), self.batch_size):
             chunk = windows[first : first + self.batch_size]
-            ids = pad_right([torch.tensor(w.input_ids) for w in chunk], self.tokenizer.pad_id).to(self.device)
-            mask = pad_right([torch.ones(len(w.input_ids), dtype=torch.long) for w in chunk], 0).to(self.device)
-            types = None
-            if self.tokenizer.wordpiece:
-                types = pad_right([torch.tensor(w.token_types) for w in chunk], 0).to(self.device)
-            start, end = self.model(ids, mask, types)
+            batch = {k: v.to(self.device) for k, v in  # training's padding, token types for BERT
+                     QACollator(self.tokenizer.pad_id, self.tokenizer.wordpiece)(chunk).items()}
+            start, end = self.model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
             for row, window in enumerate(chunk):
                 starts.append(start[row, : len(window.input_ids)].float().cpu())
                 ends.append(end[row, : len(window.input_ids)].float().cpu())

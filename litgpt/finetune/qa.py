@@ -84,8 +84,9 @@ def evaluate(fabric, model, data: QADataModule, max_answer_length: int) -> Dict[
     if data.version_2:
         abstained = squad_scores([""] * len(answers), golds)
         threshold, _ = best_null_threshold([a["null_margin"] for a in answers], answered, abstained)
+        # each question's score at that threshold is one of the two already computed: no third scoring pass
+        answered = [no if a["null_margin"] > threshold else yes for a, yes, no in zip(answers, answered, abstained)]
         answers = apply_null_threshold(answers, threshold)
-        answered = squad_scores([a["text"] for a in answers], golds)
     metrics = {"loss": loss_sum / max(len(windows), 1),
                "exact_match": sum(em for em, _ in answered) / len(answered),
                "f1": sum(f1 for _, f1 in answered) / len(answered),
