@@ -3,25 +3,26 @@
 Both models get identical weights (through our converter) and identical batches. The two are alternated
 round by round in one process and the medians are reported, with the ratio ours/HF. Peak memory is measured
 per (case, implementation) in a fresh subprocess, so one model's allocations never count against the other.
+Ours gets each batch's packing (`litgpt.packing`) built beforehand, as `litgpt pretrain`'s collators build it in the
+loader workers; HF gets the padded batch and mask that its collator gives it.
 
     python benchmarks/compare_hf.py                       # all cases, roberta-base dimensions, fp32 CPU
     python benchmarks/compare_hf.py --quick --layers 2    # a short smoke run
-    python benchmarks/compare_hf.py --device cuda --precision bf16-mixed --cases A --shapes 4x512,32x512
-    bash benchmarks/gpu_case_a.sh                         # the GPU figures: the line above, --compile off and on
+    python benchmarks/compare_hf.py --device cuda --precision bf16-mixed --shapes 4x512,32x512 --ragged 32x512
+    bash benchmarks/gpu_check.sh                          # the whole accelerator check (this, compiled, pretrain)
 
 Cases:
-    A  MLM training step (forward, backward, AdamW step), batch 4 x 128, 15% masked
+    A  MLM training step (forward, backward, AdamW step), batch 4 x 128, 15% masked (`--shapes`: others)
     B  the same at 1 x 512
     C  a ragged batch: 16 sequences with lengths drawn from 16..256, padded to the longest as HF's collator does
+       (`--ragged 32x512`: 32 sequences of 16..512)
     D  classification inference, 32 x 128
     E  fill-mask inference, 32 x 128, one <mask> per sequence
 """
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from contextlib import nullcontext
@@ -33,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from litgpt.convert import config_from_hf, hf_to_lit_state_dict  # noqa: E402
 from litgpt.model_roberta import RobertaForMaskedLM, RobertaForSequenceClassification  # noqa: E402
+from litgpt.packing import first_tokens, pack_tokens  # noqa: E402
+from litgpt.progress import peak_flops  # noqa: E402
 
 VOCAB = 50265
 MASK_ID = 50264
@@ -46,21 +49,33 @@ CASES = {
 }
 
 
-def hf_config(layers: int):
+def hf_config(layers: int, attention_dropout: float = 0.1):
     from transformers import RobertaConfig
 
     return RobertaConfig(vocab_size=VOCAB, hidden_size=768, num_hidden_layers=layers, num_attention_heads=12,
                          intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5,
-                         pad_token_id=PAD_ID, bos_token_id=0, eos_token_id=2)
+                         pad_token_id=PAD_ID, bos_token_id=0, eos_token_id=2,
+                         attention_probs_dropout_prob=attention_dropout)
 
 
-def build(impl: str, kind: str, layers: int, device: str):
+def add_cases(shapes: str, ragged: str) -> list:
+    """`--shapes` (case A at other sizes: A1, A2 ...) and `--ragged` (case C: C1 ...), e.g. "4x512,32x512"."""
+    names = []
+    for prefix, spec, is_ragged in (("A", shapes, False), ("C", ragged, True)):
+        for i, shape in enumerate(s for s in spec.split(",") if s.strip()):
+            b, t = map(int, shape.lower().split("x"))
+            CASES[f"{prefix}{i + 1}"] = dict(kind="train", batch=b, seq=t, ragged=is_ragged)
+            names.append(f"{prefix}{i + 1}")
+    return names
+
+
+def build(impl: str, kind: str, layers: int, device: str, attention_dropout: float = 0.1):
     """The HF model (seeded) and ours converted from the very same weights."""
     import transformers
 
     torch.manual_seed(0)
     cls = transformers.RobertaForSequenceClassification if kind == "classify" else transformers.RobertaForMaskedLM
-    cfg = hf_config(layers)
+    cfg = hf_config(layers, attention_dropout)
     if kind == "classify":
         cfg.num_labels = 2
     hf = cls(cfg)
@@ -71,21 +86,6 @@ def build(impl: str, kind: str, layers: int, device: str):
     ours = RobertaForSequenceClassification(config, 2) if kind == "classify" else RobertaForMaskedLM(config)
     ours.load_state_dict(state)
     return ours.to(device)
-
-
-def build_single(impl: str, kind: str, layers: int, device: str):
-    """One randomly initialised model, no second copy: the memory probe must see only its own allocations."""
-    import transformers
-
-    cfg = hf_config(layers)
-    if kind == "classify":
-        cfg.num_labels = 2
-    if impl == "hf":
-        cls = transformers.RobertaForSequenceClassification if kind == "classify" else transformers.RobertaForMaskedLM
-        return cls(cfg).to(device)
-    config = config_from_hf(cfg.to_dict())
-    model = RobertaForSequenceClassification(config, 2) if kind == "classify" else RobertaForMaskedLM(config)
-    return model.to(device)
 
 
 def make_batch(case: dict, seed: int = 0):
@@ -114,7 +114,15 @@ def make_batch(case: dict, seed: int = 0):
     return ids, mask, labels, int(mask.sum())
 
 
+def ours_packing(case: dict, batch):
+    """What our collators hand the model with each batch (built on the host, outside the timed step)."""
+    ids, mask, labels, _ = batch
+    selected = {"train": labels != -100, "classify": first_tokens(ids), "fill_mask": ids == MASK_ID}[case["kind"]]
+    return pack_tokens(mask, selected)
+
+
 def make_step(impl: str, model, case: dict, batch, device: str, precision: str, hf_optimizer: str = "fused"):
+    packing = ours_packing(case, batch).to(device) if impl == "ours" else None
     ids, mask, labels, _ = (t.to(device) if torch.is_tensor(t) else t for t in batch)
     autocast = (torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
                 if precision == "bf16-mixed" else nullcontext())
@@ -131,7 +139,7 @@ def make_step(impl: str, model, case: dict, batch, device: str, precision: str, 
         def step():
             with autocast:
                 if impl == "ours":
-                    loss = model(ids, mask, labels=labels)
+                    loss = model(ids, mask, labels=labels, packing=packing)
                 else:
                     loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
@@ -144,17 +152,18 @@ def make_step(impl: str, model, case: dict, batch, device: str, precision: str, 
     if kind == "classify":
         def step():
             with torch.inference_mode(), autocast:
-                return model(ids, mask) if impl == "ours" else model(input_ids=ids, attention_mask=mask).logits
+                if impl == "ours":
+                    return model(ids, mask, packing=packing)
+                return model(input_ids=ids, attention_mask=mask).logits
         return step
 
     def step():  # fill-mask: scores at the <mask> positions
         with torch.inference_mode(), autocast:
-            where = ids == MASK_ID
             if impl == "ours":
-                hidden = model.roberta.hidden_at(ids, mask, where)
+                hidden = model.roberta.hidden_at(ids, mask, None, packing=packing)
                 logits = model.lm_head(hidden, model.roberta.wte.weight)
             else:
-                logits = model(input_ids=ids, attention_mask=mask).logits[where]
+                logits = model(input_ids=ids, attention_mask=mask).logits[ids == MASK_ID]
             return logits.float().softmax(-1).topk(5)
     return step
 
@@ -178,16 +187,12 @@ def model_flops(case: dict, batch, layers: int, C: int = 768, V: int = VOCAB) ->
 
 
 def peak_tflops(args) -> float:
-    """The card's dense peak for MFU: `--peak-tflops`, else Lightning's table for the device and precision
-    (bf16 tensor cores for bf16-mixed); 0 = unknown."""
+    """The card's dense peak for MFU: `--peak-tflops`, else what `litgpt pretrain` assumes for the device and
+    precision (`litgpt.progress.peak_flops`: bf16 tensor cores for bf16-mixed); 0 = unknown."""
     if args.peak_tflops:
         return args.peak_tflops
-    if args.device.startswith("cuda"):
-        from lightning.fabric.utilities.throughput import get_available_flops
-
-        dtype = torch.bfloat16 if args.precision == "bf16-mixed" else torch.float32
-        return (get_available_flops(torch.device(args.device), dtype) or 0) / 1e12
-    return 0.0
+    dtype = torch.bfloat16 if args.precision == "bf16-mixed" else torch.float32
+    return (peak_flops(torch.device(args.device), dtype) or 0) / 1e12
 
 
 def sync(device: str) -> None:
@@ -195,16 +200,23 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_case(name: str, args) -> dict:
-    """Alternates ours and HF for `rounds` rounds; each round times `iters` steps after the warmup."""
+def time_case(name: str, args, models: dict) -> dict:
+    """Alternates ours and HF for `rounds` rounds; each round times `iters` steps after the warmup. Models are
+    built once per (implementation, kind) and kept in `models`, so cases of one kind share a compiled model."""
     case = CASES[name]
     batch = make_batch(case)
     steps = {}
     for impl in ("ours", "hf"):
-        model = build(impl, case["kind"], args.layers, args.device)
-        if args.compile:
-            model = torch.compile(model)
-        steps[impl] = make_step(impl, model, case, batch, args.device, args.precision, args.hf_optimizer)
+        key = (impl, case["kind"])
+        if key not in models:
+            models[key] = build(impl, case["kind"], args.layers, args.device, args.attention_dropout)
+            if args.compile == "both" or (args.compile == "ours" and impl == "ours"):
+                # dynamic shapes: one compilation serves every batch size and length of this kind
+                if impl == "ours" and case["kind"] == "fill_mask":  # its step calls hidden_at, not forward
+                    models[key].roberta.hidden_at = torch.compile(models[key].roberta.hidden_at, dynamic=True)
+                else:
+                    models[key] = torch.compile(models[key], dynamic=True)
+        steps[impl] = make_step(impl, models[key], case, batch, args.device, args.precision, args.hf_optimizer)
         for _ in range(args.warmup):
             steps[impl]()
         sync(args.device)
@@ -220,7 +232,7 @@ def time_case(name: str, args) -> dict:
             times[impl].append((time.perf_counter() - t0) / args.iters)
     tokens = batch[3]
     result = {"case": name, "batch": f"{case['batch']}x{case['seq']}" + (" ragged" if case["ragged"] else ""),
-              "real_tokens": tokens}
+              "real_tokens": tokens, "compiled": args.compile}
     for impl in ("ours", "hf"):
         med = statistics.median(times[impl])
         result[f"{impl}_s_per_step"] = med
@@ -229,17 +241,13 @@ def time_case(name: str, args) -> dict:
     result["model_tflop_per_step"] = model_flops(case, batch, args.layers) / 1e12
     peak = peak_tflops(args)
     if peak:
+        result["peak_tflops"] = peak
         for impl in ("ours", "hf"):
             result[f"{impl}_mfu"] = result["model_tflop_per_step"] / result[f"{impl}_s_per_step"] / peak
+    if not args.no_memory:
+        for impl in ("ours", "hf"):
+            result[f"{impl}_peak_mib"] = step_memory_mib(steps[impl], models[(impl, case["kind"])], args.device)
     return result
-
-
-def peak_memory(name: str, impl: str, args) -> float:
-    """Peak memory in MiB of one (case, impl), measured in a fresh process so the other model never counts."""
-    cmd = [sys.executable, __file__, "--memory-probe", f"{name}:{impl}", "--layers", str(args.layers),
-           "--device", args.device, "--precision", args.precision, "--hf-optimizer", args.hf_optimizer]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ})
-    return float(out.stdout.strip().splitlines()[-1])
 
 
 def persistent_bytes(model, optimizer=None) -> int:
@@ -251,24 +259,19 @@ def persistent_bytes(model, optimizer=None) -> int:
     return sum(storages.values())
 
 
-def memory_probe(spec: str, args) -> None:
-    """Prints the peak of allocated memory over one step, in MiB: what the model and optimizer hold between
-    steps plus the most the step allocates on top. On CUDA it is the caching allocator's peak; on CPU the
-    profiler's record of every allocation and free (RSS would mostly show glibc's caching, not the model's
-    needs)."""
-    name, impl = spec.split(":")
-    case = CASES[name]
-    batch = make_batch(case)
-    model = build_single(impl, case["kind"], args.layers, args.device)
-    step = make_step(impl, model, case, batch, args.device, args.precision, args.hf_optimizer)
-    step()  # the first step creates the optimizer state
-    if args.device.startswith("cuda"):
+def step_memory_mib(step, model, device: str) -> float:
+    """The peak memory of one step in MiB: what the model and optimizer hold between steps plus the most the step
+    allocates on top of what was allocated before it, so the other model alive in this process never counts. On
+    CUDA from the caching allocator's peak; on CPU from the profiler's record of every allocation and free (RSS
+    would mostly show glibc's caching, not the model's needs)."""
+    held = persistent_bytes(model, getattr(step, "optimizer", None))
+    if device.startswith("cuda"):
         torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         step()
         torch.cuda.synchronize()
-        print(torch.cuda.max_memory_allocated() / 2**20)
-        return
+        return (held + torch.cuda.max_memory_allocated() - before) / 2**20
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
     events = [e for e in prof.profiler.kineto_results.events()
@@ -277,7 +280,7 @@ def memory_probe(spec: str, args) -> None:
     for e in sorted(events, key=lambda e: e.start_ns()):
         current += e.nbytes()
         peak = max(peak, current)
-    print((persistent_bytes(model, getattr(step, "optimizer", None)) + peak) / 2**20)
+    return (held + peak) / 2**20
 
 
 def main() -> None:
@@ -290,37 +293,38 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=3, help="steps timed per round")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="3 rounds of 1 step, 1 warmup step")
-    parser.add_argument("--compile", action="store_true", help="torch.compile both models")
+    parser.add_argument("--compile", nargs="?", const="both", default="none", choices=["none", "ours", "both"],
+                        help="torch.compile both models (--compile), only ours (against HF's eager model), or none")
     parser.add_argument("--peak-tflops", type=float, default=0.0,
                         help="the device's peak TFLOP/s for MFU (CUDA: looked up from the device name if not given)")
     parser.add_argument("--hf-optimizer", default="fused", choices=["fused", "torch-default"],
                         help="HF's AdamW: fused (HF Trainer's default) or torch.optim.AdamW's defaults")
-    parser.add_argument("--shapes", default="", help="override case A's shape list, e.g. 4x512,32x512 (GPU runs)")
-    parser.add_argument("--no-memory", action="store_true", help="skip the per-process peak-memory measurement")
+    parser.add_argument("--shapes", default="", help="case A at these sizes instead, e.g. 4x512,32x512 (GPU runs)")
+    parser.add_argument("--ragged", default="", help="case C at these sizes instead, e.g. 32x512: 32 sequences of "
+                        "16..512 tokens")
+    parser.add_argument("--attention-dropout", type=float, default=0.1,
+                        help="both models' attention dropout (HF's default 0.1; litgpt's variable-length CUDA "
+                        "kernel trains only without it)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
-    parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.iters, args.warmup = 3, 1, 1
-    if args.memory_probe:
-        memory_probe(args.memory_probe, args)
-        return
+    added = add_cases(args.shapes, args.ragged)
     torch.set_grad_enabled(True)
 
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
-    if args.shapes:
-        for i, shape in enumerate(args.shapes.split(",")):
-            b, t = map(int, shape.lower().split("x"))
-            CASES[f"A{i + 1}"] = dict(kind="train", batch=b, seq=t, ragged=False)
-        names = [n for n in names if n != "A"] + [f"A{i + 1}" for i in range(len(args.shapes.split(",")))]
+    # a case given at other sizes runs at those instead
+    names = [n for n in names if not any(a.startswith(n) for a in added)] + added
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        parser.error(f"--cases {','.join(unknown)}: expected some of A,B,C,D,E")
     print(f"# device={args.device} precision={args.precision} layers={args.layers} threads={torch.get_num_threads()}"
-          f" torch={torch.__version__} compile={args.compile} hf_optimizer={args.hf_optimizer}", flush=True)
-    results = []
+          f" torch={torch.__version__} compile={args.compile} hf_optimizer={args.hf_optimizer}"
+          f" attention_dropout={args.attention_dropout} peak_tflops={peak_tflops(args) or 'unknown'}", flush=True)
+    results, models = [], {}
     for name in names:
-        res = time_case(name, args)
-        if not args.no_memory:
-            res["ours_peak_mib"] = peak_memory(name, "ours", args)
-            res["hf_peak_mib"] = peak_memory(name, "hf", args)
+        res = time_case(name, args, models)
         results.append(res)
         print(json.dumps(res), flush=True)
 

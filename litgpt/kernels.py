@@ -1,14 +1,17 @@
 """The speed machinery behind `litgpt/model_roberta.py`. Nothing here changes what the model computes, only how fast
 (and in how much memory) it does so. `benchmarks/compare_hf.py` measures it against HuggingFace.
 
-- `TokenLayout`: where a batch's tokens live between the blocks (padded, or only the rows a head reads and what
-  they depend on), and the attention call that goes with that layout;
+- `TokenLayout`: where a batch's tokens live between the blocks (padded, or only the real tokens, packed as
+  `litgpt/packing.py` describes them), and the attention call that goes with that layout: SDPA, or on CUDA
+  PyTorch's variable-length flash kernel (`varlen_attn`);
 - `linear`: fp32 linear layers on oneDNN's CPU kernels, with bias and GELU fused in at inference;
-- `TiedEmbedding`: one autograd node for the word embeddings and the tied MLM decoder;
-- `residual_add`, `no_autograd`: in-place writes into fresh buffers at inference;
+- `TiedEmbedding`, `embedding`: lookups whose backward neither waits for the device nor builds more than one
+  `[V, C]` gradient (one autograd node for the word embeddings and the tied MLM decoder);
+- `residual_add`, `writable`: in-place writes into fresh buffers at inference;
 - `Linear`, `LoRALinear`: the model's linear layers (through `linear`), and LoRA's low-rank update on top of them.
 """
 
+import inspect
 import math
 from typing import Dict, Iterable, Optional, Tuple
 
@@ -16,107 +19,126 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from litgpt.packing import Packing
 
-def build_attention_mask(attention_mask: Optional[torch.Tensor], causal: bool, T: int) -> Optional[torch.Tensor]:
-    """A boolean SDPA mask (True = attend): `[B, 1, 1, T]` for padding, `[B, 1, T, T]` with causality."""
-    if attention_mask is None:
+
+def build_attention_mask(key_mask: Optional[torch.Tensor], causal: bool, T: int) -> Optional[torch.Tensor]:
+    """A boolean SDPA mask (True = attend) from a `[B, T]` key mask: `[B, 1, 1, T]`, or `[B, 1, T, T]` with
+    causality."""
+    if key_mask is None:
         return None
-    mask = attention_mask.bool()[:, None, None, :]
+    mask = key_mask.bool()[:, None, None, :]
     if causal:
         mask = mask & torch.ones(T, T, dtype=torch.bool, device=mask.device).tril()
     return mask
 
 
-class TokenLayout:
-    """How one batch's tokens are laid out through the blocks, built once per batch rather than once per layer.
+try:  # PyTorch's flash-attention kernel for packed sequences (torch >= 2.10)
+    from torch.nn.attention.varlen import varlen_attn
+    _VARLEN_CAUSAL = ({"window_size": (-1, 0)} if "window_size" in inspect.signature(varlen_attn).parameters
+                      else {"is_causal": True})
+except ImportError:
+    varlen_attn = None
 
-    Padded (no `positions`; `RobertaModel.forward`): hidden states are `[B, T, C]` and every position is computed,
+
+def varlen_serves(x: torch.Tensor, head_dim: int, dropout_p: float, packing: Packing) -> bool:
+    """Whether `varlen_attn` can run this attention: CUDA, half precision (flash attention's), a head size it has
+    kernels for, no attention dropout (which it does not implement), and every row a key. Elsewhere SDPA runs it,
+    padded."""
+    return (varlen_attn is not None and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
+            and head_dim % 8 == 0 and head_dim <= 256 and dropout_p == 0.0 and packing.rows_are_keys)
+
+
+class TokenLayout:
+    """How one batch's tokens are laid out through the blocks, built once per batch rather than once per layer,
+    with the attention call that goes with that layout.
+
+    Padded (no `packing`; `RobertaModel.forward`): hidden states are `[B, T, C]` and every position is computed,
     pads included, as HuggingFace does.
 
-    Rows (`positions`, bool `[B, T]`, given; `RobertaModel.hidden_at`): hidden states are `[N, C]`, only the rows
-    that can matter, the real tokens plus the selected positions. The token-wise layers (projections, FFN,
-    LayerNorm), most of the compute, then skip padding; rows are scattered into the padded layout only around
-    SDPA. A pad row never changes another row (the mask hides it as a key), so leaving pads out changes nothing.
-
-    Every attention call goes through this object, so a variable-length kernel can replace the scatter later.
+    Packed (a `litgpt.packing.Packing`; `RobertaModel.hidden_at`): hidden states are `[N, C]`, the real tokens
+    only, so the token-wise layers (projections, FFN, LayerNorm), most of the compute, skip padding. Attention runs
+    on the same rows: on CUDA through `varlen_attn` with the sequences' offsets (no padding anywhere); elsewhere
+    (CPU, fp32, attention dropout in training) each sequence is scattered into a padded `[S, L]` layout for SDPA,
+    whose mask hides the pad slots, and gathered back. Every index comes with the packing, so nothing here waits for
+    the device or depends on its data.
     """
 
-    def __init__(
-        self,
-        attention_mask: Optional[torch.Tensor],
-        shape: Tuple[int, int],
-        causal: bool,
-        positions: Optional[torch.Tensor] = None,
-    ) -> None:
-        B, T = shape
-        # padding that is absent needs no mask: SDPA then takes its fastest path
-        if attention_mask is not None and bool(attention_mask.all()):
-            attention_mask = None
+    def __init__(self, attention_mask: Optional[torch.Tensor], shape: Tuple[int, int], causal: bool,
+                 packing: Optional[Packing] = None) -> None:
         self.shape = shape
         self.causal = causal
-        self.mask = build_attention_mask(attention_mask, causal, T)
-        self.is_causal = causal and self.mask is None
-        self.positions = positions
-        self.rows: Optional[torch.Tensor] = None  # flat indices into B * T of the computed rows; None: all of them
-        if positions is None:
-            return
-        positions = self.positions = positions.bool()
-        self.batch_idx, self.time_idx = positions.nonzero(as_tuple=True)  # row-major
-        flat = self.batch_idx * T + self.time_idx
-        if attention_mask is None:
-            self.selected = flat  # where the selected positions sit among the computed rows
+        self.packing = packing
+        if packing is not None:
+            L = packing.key_mask.size(1)
+            self.mask = None if packing.full else build_attention_mask(packing.key_mask, causal, L)
         else:
-            computed = (attention_mask.bool() | positions).reshape(-1)
-            self.rows = computed.nonzero().squeeze(1)
-            self.selected = (computed.cumsum(0) - 1)[flat]
+            # padding that is absent needs no mask, so SDPA takes its fastest path; asking costs a host sync and
+            # a traced graph cannot branch on data, so a compiled model keeps the mask
+            if attention_mask is not None and not torch.compiler.is_compiling() and bool(attention_mask.all()):
+                attention_mask = None
+            self.mask = build_attention_mask(attention_mask, causal, shape[1])
+        self.is_causal = causal and self.mask is None
 
     def gather(self, t: torch.Tensor) -> torch.Tensor:
-        """A per-token input `[B, T, ...]` in this layout: unchanged when padded, else `[N, ...]`."""
-        if self.positions is None:
+        """A per-token input `[B, T, ...]` in this layout: unchanged when padded, else its real tokens `[N, ...]`."""
+        if self.packing is None:
             return t
-        t = t.flatten(0, 1)
-        return t if self.rows is None else t.index_select(0, self.rows)
+        return t.flatten(0, 1).index_select(0, self.packing.rows)
 
     def select(self, x: torch.Tensor) -> torch.Tensor:
         """The selected positions' rows of the hidden states `x` (`[N, C]`), as `[M, C]` in row-major order."""
-        return x.index_select(0, self.selected)
-
-    def _padded(self, t: torch.Tensor) -> torch.Tensor:
-        """`[B, T, D]` from this layout: rows are scattered into zeros (hidden from attention by the mask)."""
-        B, T = self.shape
-        if self.rows is not None:
-            t = t.new_zeros(B * T, t.size(-1)).index_copy_(0, self.rows, t)
-        return t.view(B, T, t.size(-1))
+        return x.index_select(0, self.packing.selected_rows)
 
     def attention(self, qkv: torch.Tensor, n_head: int, dropout_p: float) -> torch.Tensor:
-        """Multi-head SDPA over the fused projection `qkv` (`[..., 3C]`), answered in the same layout (`[..., C]`)."""
-        B, T = self.shape
+        """Multi-head attention over the fused projection `qkv` (`[..., 3C]`), answered in the same layout."""
         C = qkv.size(-1) // 3
-        q, k, v = self._padded(qkv).view(B, T, 3, n_head, C // n_head).permute(2, 0, 3, 1, 4).unbind(0)
+        D = C // n_head
+        p = self.packing
+        if p is None:
+            B, T = self.shape
+            q, k, v = qkv.view(B, T, 3, n_head, D).permute(2, 0, 3, 1, 4).unbind(0)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask, dropout_p=dropout_p,
+                                               is_causal=self.is_causal)
+            return y.transpose(1, 2).reshape(B, T, C)
+        N = qkv.size(0)
+        S, L = p.key_mask.shape
+        if varlen_serves(qkv, D, dropout_p, p):
+            q, k, v = qkv.view(N, 3, n_head, D).unbind(1)
+            return varlen_attention(q, k, v, p.cu_seqlens, p.cu_seqlens, L, L, self.causal).reshape(N, C)
+        q, k, v = self._padded(qkv, p.seq_slots, S, L).view(S, L, 3, n_head, D).permute(2, 0, 3, 1, 4).unbind(0)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask, dropout_p=dropout_p, is_causal=self.is_causal)
-        y = y.transpose(1, 2).reshape(B * T, C)
-        if self.rows is not None:
-            y = y.index_select(0, self.rows)
-        return y.view(*qkv.shape[:-1], C)
+        return y.transpose(1, 2).reshape(S * L, C).index_select(0, p.seq_slots)
 
     def attention_at_selected(self, q: torch.Tensor, kv: torch.Tensor, n_head: int, dropout_p: float) -> torch.Tensor:
         """Attention for the selected positions' queries only (`q`: `[M, C]`) over every row's keys and values
-        (`kv`: `[N, 2C]`): what a last block needs when a head reads only those positions. The queries are packed
-        per sequence into `[B, Q, C]` (Q = the most selected in one sequence) so that one SDPA call serves the batch.
-        Not with a causal mask, whose rows would have to follow the packed queries."""
-        if self.positions is None or self.causal:
-            raise ValueError("attention_at_selected needs selected positions and no causal mask")
-        B, T = self.shape
-        C = q.size(-1)
-        k, v = self._padded(kv).view(B, T, 2, n_head, C // n_head).permute(2, 0, 3, 1, 4).unbind(0)
-        b = self.batch_idx
-        slot = (self.positions.cumsum(1) - 1)[b, self.time_idx]
-        Q = int(self.positions.sum(1).max()) if b.numel() else 0
-        packed = q.new_zeros(B, Q, C)  # q's dtype: under autocast bf16/fp16, not the hidden states' fp32
-        packed[b, slot] = q
-        packed = packed.view(B, Q, n_head, C // n_head).transpose(1, 2)
-        y = F.scaled_dot_product_attention(packed, k, v, attn_mask=self.mask, dropout_p=dropout_p)
-        return y.transpose(1, 2).reshape(B, Q, C)[b, slot]
+        (`kv`: `[N, 2C]`): what a last block needs when a head reads only those positions. Not with a causal mask,
+        whose rows would have to follow the selected queries."""
+        p = self.packing
+        if p is None or self.causal:
+            raise ValueError("attention_at_selected needs a packing and no causal mask")
+        M, C = q.shape
+        D = C // n_head
+        S, L = p.key_mask.shape
+        Q = p.query_mask.size(1)
+        if varlen_serves(q, D, dropout_p, p):
+            k, v = kv.view(-1, 2, n_head, D).unbind(1)
+            return varlen_attention(q.view(M, n_head, D), k, v, p.cu_selected, p.cu_seqlens, Q, L).reshape(M, C)
+        k, v = self._padded(kv, p.seq_slots, S, L).view(S, L, 2, n_head, D).permute(2, 0, 3, 1, 4).unbind(0)
+        queries = self._padded(q, p.query_slots, S, Q).view(S, Q, n_head, D).transpose(1, 2)
+        y = F.scaled_dot_product_attention(queries, k, v, attn_mask=self.mask, dropout_p=dropout_p)
+        return y.transpose(1, 2).reshape(S * Q, C).index_select(0, p.query_slots)
+
+    @staticmethod
+    def _padded(t: torch.Tensor, slots: torch.Tensor, S: int, L: int) -> torch.Tensor:
+        """Rows `[n, D]` scattered into zeros `[S * L, D]` at `slots` (the pad slots stay hidden by the mask)."""
+        return t.new_zeros(S * L, t.size(-1)).index_copy_(0, slots, t)
+
+
+def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: torch.Tensor, cu_k: torch.Tensor,
+                     max_q: int, max_k: int, causal: bool = False) -> torch.Tensor:
+    """`varlen_attn` on `[rows, heads, head_dim]` queries, keys and values grouped by the offsets `cu_q`/`cu_k`."""
+    return varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k, **(_VARLEN_CAUSAL if causal else {}))
 
 
 class TiedEmbedding(torch.autograd.Function):
@@ -150,21 +172,34 @@ class TiedEmbedding(torch.autograd.Function):
             ids = input_ids.reshape(-1)
             rows = grad_tokens.reshape(ids.numel(), -1).to(dtype)
             if ctx.padding_idx is not None:  # as in nn.Embedding, the pad row gets no gradient from the lookup
-                keep = ids.ne(ctx.padding_idx)
-                ids, rows = ids[keep], rows[keep]
+                rows = rows.masked_fill(ids.eq(ctx.padding_idx)[:, None], 0)  # (no data-dependent shape)
             grad.index_add_(0, ids, rows)
         return None, grad, None
 
 
-def no_autograd(t: torch.Tensor) -> bool:
-    """True when autograd does not record `t` (inference): in-place ops on a fresh output are then safe."""
-    return not (torch.is_grad_enabled() and t.requires_grad)
+def embedding(ids: torch.Tensor, weight: torch.Tensor, padding_idx: Optional[int] = None) -> torch.Tensor:
+    """`F.embedding`, used by the model's position and token-type tables (and word embeddings when untied). When
+    gradients flow it is an `index_select`, whose backward is one `index_add_`: `F.embedding`'s CUDA backward sorts
+    the ids and reads a count back to the host once there are more than a few thousand, a sync in every step. As
+    in `nn.Embedding`, the pad row gets no gradient from the lookup."""
+    if not (torch.is_grad_enabled() and weight.requires_grad):
+        return F.embedding(ids, weight)
+    out = weight.index_select(0, ids.reshape(-1)).view(*ids.shape, weight.size(-1))
+    if padding_idx is not None:
+        out = torch.where(ids.eq(padding_idx).unsqueeze(-1), out.detach(), out)
+    return out
+
+
+def writable(t: torch.Tensor) -> bool:
+    """True when a fresh output `t` may be overwritten in place: autograd does not record it (inference), and no
+    compiler is tracing (which plans its own buffers)."""
+    return not (torch.is_grad_enabled() and t.requires_grad) and not torch.compiler.is_compiling()
 
 
 def residual_add(x: torch.Tensor, sublayer_out: torch.Tensor) -> torch.Tensor:
     """`x + sublayer_out`, used by every block. At inference it is written into `sublayer_out`, a fresh buffer
     nobody else reads, which saves allocating (and page-faulting) another activation per sub-layer."""
-    if no_autograd(sublayer_out) and sublayer_out.dtype == torch.result_type(x, sublayer_out):
+    if writable(sublayer_out) and sublayer_out.dtype == torch.result_type(x, sublayer_out):
         return sublayer_out.add_(x)
     return x + sublayer_out  # under autocast the bf16 output + fp32 residual promotes to fp32
 
@@ -221,7 +256,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], 
     if not gelu:
         return y
     # at inference GELU may overwrite its input: the [tokens, 4 * n_embd] buffer is the largest activation
-    return torch._C._nn.gelu_(y) if no_autograd(y) else F.gelu(y)
+    return torch._C._nn.gelu_(y) if writable(y) else F.gelu(y)
 
 
 class Linear(nn.Linear):

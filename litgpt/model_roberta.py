@@ -24,7 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from litgpt.config import Config
-from litgpt.kernels import Linear, TiedEmbedding, TokenLayout, linear, residual_add
+from litgpt.kernels import Linear, TiedEmbedding, TokenLayout, embedding, linear, residual_add
+from litgpt.packing import Packing, first_tokens, loss_positions, pack_tokens
 
 
 def position_ids(input_ids: torch.Tensor, config: Config) -> torch.Tensor:
@@ -61,27 +62,31 @@ class RobertaModel(nn.Module):
         token_type_ids: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """The last hidden states `[B, T, n_embd]` at every position, pads included."""
-        return self._encode(input_ids, attention_mask, token_type_ids, None, tied=False)[0]
+        return self._encode(input_ids, attention_mask, token_type_ids, None, None, tied=False)[0]
 
     def hidden_at(
         self,
         input_ids: torch.Tensor,
         attention_mask: Optional[torch.Tensor],
-        positions: torch.Tensor,
+        positions: Optional[torch.Tensor],
         token_type_ids: Optional[torch.Tensor] = None,
+        packing: Optional[Packing] = None,
     ) -> torch.Tensor:
-        """`forward(...)[positions]` for a bool `[B, T]` `positions`: `[M, n_embd]` in row-major order, computed
-        only where needed. The token-wise layers skip padding and, unless causal, the last block computes only
-        `positions` (its keys and values still come from every token)."""
-        return self._encode(input_ids, attention_mask, token_type_ids, positions, tied=False)[0]
+        """`forward(...)[positions]` for a bool `[B, T]` `positions` (real tokens only): `[M, n_embd]` in
+        row-major order, computed only where needed. The encoder runs on the real tokens alone and, unless causal,
+        the last block computes only `positions` (its keys and values still come from every token). `packing`,
+        built on the host by the collators (`litgpt.packing.pack_tokens`), describes the same batch and positions
+        (then `positions` may be None): without it, it is built here, which waits for the device."""
+        return self._encode(input_ids, attention_mask, token_type_ids, positions, packing, tied=False)[0]
 
     def hidden_and_decoder(
-        self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], positions: Optional[torch.Tensor] = None
+        self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], positions: Optional[torch.Tensor] = None,
+        packing: Optional[Packing] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """For the MLM head: `forward`'s output (`hidden_at`'s given `positions`) and the word embeddings as the
-        tied decoder weight. When gradients flow, both uses come from one `TiedEmbedding` node, so the `[V, C]`
-        gradient is built in one buffer."""
-        return self._encode(input_ids, attention_mask, None, positions, tied=True)
+        """For the MLM head: `forward`'s output (`hidden_at`'s given `positions` or `packing`) and the word
+        embeddings as the tied decoder weight. When gradients flow, both uses come from one `TiedEmbedding` node, so
+        the `[V, C]` gradient is built in one buffer."""
+        return self._encode(input_ids, attention_mask, None, positions, packing, tied=True)
 
     def _encode(
         self,
@@ -89,28 +94,35 @@ class RobertaModel(nn.Module):
         attention_mask: Optional[torch.Tensor],
         token_type_ids: Optional[torch.Tensor],
         positions: Optional[torch.Tensor],
+        packing: Optional[Packing],
         tied: bool,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         B, T = input_ids.shape
         if T > self.config.block_size:
             raise ValueError(f"Sequence length {T} exceeds the model's {self.config.block_size} positions")
-        layout = TokenLayout(attention_mask, (B, T), self.config.causal, positions)
-        pos = layout.gather(position_ids(input_ids, self.config))
+        if packing is None and positions is not None:
+            packing = pack_tokens(torch.ones_like(input_ids) if attention_mask is None else attention_mask, positions)
+        layout = TokenLayout(attention_mask, (B, T), self.config.causal, packing)
+        if packing is not None and packing.offsets is not None:  # packed documents count from their own start
+            pos = packing.offsets + (self.config.pad_token_id + 1 if self.config.pad_aware_positions else 0)
+        else:
+            pos = layout.gather(position_ids(input_ids, self.config))
         input_ids = layout.gather(input_ids)
-        token_types = self.wtte.weight[0] if token_type_ids is None else self.wtte(layout.gather(token_type_ids))
+        types = self.wtte.weight[0] if token_type_ids is None else embedding(layout.gather(token_type_ids),
+                                                                              self.wtte.weight)
         if tied and torch.is_grad_enabled() and self.wte.weight.requires_grad:
             tokens, decoder_weight = TiedEmbedding.apply(input_ids, self.wte.weight, self.wte.padding_idx)
         else:
-            tokens, decoder_weight = self.wte(input_ids), self.wte.weight
-        x = self.drop(self.ln_emb(tokens + token_types + self.wpe(pos)))
+            tokens, decoder_weight = embedding(input_ids, self.wte.weight, self.wte.padding_idx), self.wte.weight
+        x = self.drop(self.ln_emb(tokens + types + embedding(pos, self.wpe.weight, self.wpe.padding_idx)))
 
-        # a head reads only `positions`: the last block computes just those (a causal mask would not fit, see kernels)
-        last_at_selected = positions is not None and not self.config.causal
+        # a head reads only the selected positions: the last block computes just those (a causal mask would not fit)
+        last_at_selected = packing is not None and not self.config.causal
         for block in self.h[:-1] if last_at_selected else self.h:
             x = block(x, layout)
         if last_at_selected:
             return self.h[-1].at_selected(x, layout), decoder_weight
-        return (x if positions is None else layout.select(x)), decoder_weight
+        return (x if packing is None else layout.select(x)), decoder_weight
 
 
 class Block(nn.Module):
@@ -230,25 +242,28 @@ class RobertaForMaskedLM(_RobertaPreTrained):
         input_ids: torch.Tensor,
         attention_mask: Optional[torch.Tensor] = None,
         labels: Optional[torch.Tensor] = None,
+        packing: Optional[Packing] = None,
     ) -> torch.Tensor:
         """Without `labels`: logits `[B, T, padded_vocab_size]`. With `labels` (-100 = ignore): the mean loss."""
         if labels is not None:
-            return self.mlm_loss(input_ids, attention_mask, labels)[0]
+            return self.mlm_loss(input_ids, attention_mask, labels, packing)[0]
         hidden, decoder_weight = self.roberta.hidden_and_decoder(input_ids, attention_mask)
         return self.lm_head(hidden, decoder_weight)
 
     def mlm_loss(
-        self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], labels: torch.Tensor
+        self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], labels: torch.Tensor,
+        packing: Optional[Packing] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mean cross-entropy over the labelled positions, correct argmax predictions, labelled count), as tensors
-        (no host sync). The LM head runs only at the labelled positions, never building `[B, T, V]` logits."""
-        if self.config.causal:
-            labels = F.pad(labels[:, 1:], (0, 1), value=-100)  # position t predicts token t + 1
-        selected = labels.ne(-100)
-        hidden, decoder_weight = self.roberta.hidden_and_decoder(input_ids, attention_mask, selected)
-        targets = labels[selected]
+        (no host sync). The LM head runs only at the labelled positions, never building `[B, T, V]` logits.
+        `packing` (from the collator, whose selected positions are the labelled ones) keeps the step free of host
+        syncs and data-dependent shapes; without it, it is built here."""
+        labels = loss_positions(labels, self.config.causal)
+        selected = labels.ne(-100) if packing is None else None
+        hidden, decoder_weight = self.roberta.hidden_and_decoder(input_ids, attention_mask, selected, packing)
+        targets = labels.reshape(-1)[selected.reshape(-1)] if packing is None else labels.reshape(-1)[packing.selected]
         logits = self.lm_head(hidden, decoder_weight).float()
-        count = selected.sum()
+        count = labels.ne(-100).sum()
         loss = F.cross_entropy(logits, targets, reduction="sum") / count.clamp(min=1)
         correct = (logits.detach().argmax(-1) == targets).sum()
         return loss, correct, count
@@ -281,12 +296,16 @@ class RobertaForSequenceClassification(_RobertaPreTrained):
         input_ids: torch.Tensor,
         attention_mask: Optional[torch.Tensor] = None,
         token_type_ids: Optional[torch.Tensor] = None,
+        packing: Optional[Packing] = None,
     ) -> torch.Tensor:
-        """Returns logits `[B, num_labels]`, from the first token (`<s>`, `[CLS]`)."""
-        first = torch.zeros_like(input_ids, dtype=torch.bool)
-        first[:, 0] = True
-        return self.classifier(self.roberta.hidden_at(input_ids, attention_mask, first, token_type_ids),
-                               self.roberta.pooler)
+        """Returns logits `[B, num_labels]`, from the first token (`<s>`, `[CLS]`). A compiled call without
+        `packing` runs the padded encoder, which a traced graph can hold without data-dependent shapes."""
+        if packing is None and torch.compiler.is_compiling():
+            first = self.roberta(input_ids, attention_mask, token_type_ids)[:, 0]
+        else:
+            positions = first_tokens(input_ids) if packing is None else None
+            first = self.roberta.hidden_at(input_ids, attention_mask, positions, token_type_ids, packing)
+        return self.classifier(first, self.roberta.pooler)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return classification_loss(logits, labels, self.config.problem_type)

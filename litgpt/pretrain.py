@@ -73,6 +73,11 @@ def setup(
 ) -> None:
     """Pretrain RoBERTa with masked language modelling (or `--train.objective clm`).
 
+    The encoder runs on the real tokens only (the batch's packing, built by the collator). On CUDA in bf16/fp16,
+    attention runs on them too, through PyTorch's variable-length flash kernel; that kernel has no dropout, so in
+    training with attention dropout (RoBERTa's 0.1) each sequence is padded for SDPA instead. Set
+    `--model_config.attention_dropout 0` for the variable-length kernel, as MosaicBERT and ModernBERT train.
+
     Args:
         model_name: Registry name of the architecture (`litgpt pretrain list` shows them). Default: roberta-base,
             or with --initial_checkpoint_dir that checkpoint's architecture (BERT's too).
@@ -97,7 +102,8 @@ def setup(
         strategy: auto, ddp or fsdp.
         precision: 32-true, bf16-mixed, 16-mixed or bf16-true; defaults to bf16-mixed on GPUs that support it,
             else 32-true.
-        compile: Compile the model with torch.compile.
+        compile: Compile the loss step (forward, loss, backward) with torch.compile, as one graph with dynamic
+            shapes: no recompilation from one batch's lengths to the next.
         logger_name: csv (default) or tensorboard, under `out_dir/logs/`.
         seed: Random seed for init, shuffling, masking and dropout.
         num_workers: Data-loading worker processes.
@@ -185,8 +191,8 @@ def main(fabric, config: Optional[Config], data: DataModule, out_dir: Path, toke
     model = fabric.setup_module(model)
     # the loop calls `mlm_loss`, not `forward`: route it through DDP/FSDP's forward as forward would be
     model.mark_forward_method("mlm_loss")
-    if compile:  # compile what runs hot: the loss step
-        unwrap(model).mlm_loss = torch.compile(unwrap(model).mlm_loss)
+    if compile:  # compile what runs hot: the loss step, once for every batch shape
+        unwrap(model).mlm_loss = torch.compile(unwrap(model).mlm_loss, dynamic=True)
     optimizer = fabric.setup_optimizers(make_adamw(model, train.learning_rate, train.weight_decay, fabric.device,
                                                    betas=(train.beta1, train.beta2), eps=train.adam_eps))
     world = fabric.world_size
@@ -300,7 +306,7 @@ def mlm_loss(fabric, model, batch: Dict[str, torch.Tensor]):
     """(loss, correct, count) of a batch. Fabric's autocast covers it on one device, where no wrapper's forward
     runs; with DDP/FSDP `mark_forward_method` sends it through the wrapper."""
     with fabric.autocast():
-        return model.mlm_loss(batch["input_ids"], batch["attention_mask"], batch["labels"])
+        return model.mlm_loss(batch["input_ids"], batch["attention_mask"], batch["labels"], batch.get("packing"))
 
 
 def learning_rate(step: int, tokens: int, train: TrainArgs) -> float:

@@ -31,18 +31,34 @@ def slow_start_hint(fabric, config: Config, num_params: int) -> None:
                  "`--train.keep_last N` keeps only the newest N.")
 
 
-def new_window(fabric, state: Dict[str, Any]) -> Dict[str, Any]:
-    """Sums over the steps since the last log line, plus where this run started (for the ETA)."""
+# dense bf16/fp16 peaks in TFLOP/s that Lightning's table lacks or lists with sparsity: the H200 reports itself as
+# "NVIDIA H200", which its table does not match, and its H200 figures are the 2:4-sparse ones
+DENSE_PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0}
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype) -> Optional[float]:
+    """The device's nominal dense peak in FLOP/s for MFU, or None when unknown (CPU, an unlisted GPU)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device).lower()
+    if dtype in (torch.bfloat16, torch.float16) and "pcie" not in name and "nvl" not in name:
+        for chip, tflops in DENSE_PEAK_TFLOPS.items():
+            if chip in name:
+                return tflops * 1e12
     from lightning.fabric.utilities.throughput import get_available_flops
 
+    return get_available_flops(device, dtype)
+
+
+def new_window(fabric, state: Dict[str, Any]) -> Dict[str, Any]:
+    """Sums over the steps since the last log line, plus where this run started (for the ETA)."""
     precision = str(fabric._connector._precision_input)
     dtype = torch.bfloat16 if "bf16" in precision else torch.float16 if "16" in precision else torch.float32
-    peak = get_available_flops(fabric.device, dtype) if fabric.device.type == "cuda" else None
     zero = lambda: torch.zeros((), device=fabric.device)  # noqa: E731
     return {"loss": zero(), "correct": zero(), "count": zero(), "tokens": 0, "time": 0.0, "data_time": 0.0,
             "compute_time": 0.0, "steps": 0, "t_start": time.perf_counter(), "tokens_at_start": state["tokens"],
             "steps_at_start": state["step"], "flops_per_token": state["config"].flops_per_token(),
-            "peak_flops": peak}
+            "peak_flops": peak_flops(fabric.device, dtype)}
 
 
 def log_progress(fabric, state: Dict[str, Any], window: Dict[str, Any], train: TrainArgs) -> None:
@@ -65,8 +81,9 @@ def log_progress(fabric, state: Dict[str, Any], window: Dict[str, Any], train: T
     fabric.log_dict(metrics, step=state["step"])
     remaining = remaining_seconds(state, window, train)
     eta = str(timedelta(seconds=int(remaining))) if remaining is not None else "?"
+    mfu = f" | MFU {metrics['mfu']:.1%}" if "mfu" in metrics else ""
     fabric.print(f"step {state['step']} | loss {loss:.4f} | acc {accuracy:.3f} | lr {lr:.2e} | "
-                 f"{tokens_per_sec:,.0f} tok/s | tokens {state['tokens']:,} | ETA {eta}")
+                 f"{tokens_per_sec:,.0f} tok/s{mfu} | tokens {state['tokens']:,} | ETA {eta}")
     for key in ("loss", "correct", "count"):
         window[key].zero_()
     window.update(tokens=0, time=0.0, data_time=0.0, compute_time=0.0, steps=0)

@@ -11,6 +11,7 @@ from conftest import (
     batches_and_states,
     demo_lines,
     resumed_batches,
+    same_batches,
     write_files,
 )
 
@@ -101,7 +102,7 @@ def test_packed_full_sentences(tokenizer, tmp_path, monkeypatch):
     n_blocks = sum(len(b["input_ids"]) for b in batches)
     assert n_blocks == meta["stats"]["train"]["tokens"] // 32 or n_blocks == len(data.train_dataloader().dataset)
     val_batches = [list(data.val_dataloader()) for _ in range(2)]
-    assert val_batches[0] and all(torch.equal(x[k], y[k]) for x, y in zip(*val_batches) for k in x)
+    assert val_batches[0] and same_batches(*val_batches)
 
 
 def test_lines_mode(tokenizer, tmp_path):
@@ -140,8 +141,7 @@ def test_exact_resume(tokenizer, tmp_path, num_workers):
         resumed = make(tokenizer, tmp_path / "corpus", tmp_path / "cache", num_workers=num_workers)
         rest = resumed_batches(resumed, states[cut], len(batches) - cut)
         assert len(rest) == len(batches) - cut
-        for a, b in zip(rest, batches[cut:]):
-            assert all(torch.equal(a[k], b[k]) for k in a)
+        assert same_batches(rest, batches[cut:])
 
 
 def test_loaders_leave_the_global_rng_alone(tokenizer, tmp_path):

@@ -37,6 +37,7 @@ from litgpt.data.labelled import (
     read_split,
 )
 from litgpt.data.readers import read_label_names
+from litgpt.packing import first_tokens, pack_tokens
 from litgpt.utils import UsageError, pad_right
 
 __all__ = ["AGNEWS_LABELS", "ClassificationCollator", "ClassificationDataModule", "assign_labels"]
@@ -218,7 +219,8 @@ def tokenize_split(split: Split, tokenizer: Any, max_length: int) -> ExampleList
 class ClassificationCollator:
     """`(ids, label[, token types])` items -> a dict of `input_ids`, `attention_mask`, `labels` (and
     `token_type_ids`), padded to the longest sequence of the batch (dynamic padding) with the tokenizer's pad id.
-    Labels are class ids (long), scores (float, regression) or multi-hot rows (float `[B, num_labels]`)."""
+    Labels are class ids (long), scores (float, regression) or multi-hot rows (float `[B, num_labels]`). The batch
+    also carries its `packing` (`litgpt.packing`), so the classifier's step never waits for the device."""
 
     def __init__(self, pad_id: int, problem_type: str = "single_label", num_labels: Optional[int] = None) -> None:
         self.pad_id, self.problem_type, self.num_labels = pad_id, problem_type, num_labels
@@ -238,4 +240,5 @@ class ClassificationCollator:
             batch["labels"] = torch.tensor(labels, dtype=torch.long)
         if len(items[0]) > 2 and items[0][2] is not None:
             batch["token_type_ids"] = pad_right([torch.tensor(item[2], dtype=torch.long) for item in items], 0)
+        batch["packing"] = pack_tokens(batch["attention_mask"], first_tokens(batch["input_ids"]))
         return batch

@@ -16,9 +16,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from litgpt.packing import IGNORE_INDEX, loss_positions, pack_tokens
 from litgpt.utils import UsageError, pad_right
 
-IGNORE_INDEX = -100
 _MASK64 = (1 << 64) - 1
 
 
@@ -137,11 +137,15 @@ class MLMCollator:
       - `index` and `epoch` (ints): masking uses `example_generator(seed, epoch, index)`, so it does not depend on
         the batch the example lands in. Without them the collator's own generator (seeded with `seed`) is used.
     `objective="clm"`: no masking, labels are the input ids. Padding is on the right to the longest sequence in the
-    batch, with `pad_id` in `input_ids`, -100 in `labels` and 0 in `attention_mask`. Instances pickle, so they can
-    run in DataLoader workers.
+    batch, with `pad_id` in `input_ids`, -100 in `labels` and 0 in `attention_mask`. The batch also carries its
+    `packing` (`litgpt.packing`): where its real tokens and labelled positions are, for the model's unpadded path,
+    computed here in the loader workers so that the training step never waits for the device. With
+    `document_start_id` (packed rows of several documents), each document starts at that token and attends only to
+    itself. Instances pickle, so they can run in DataLoader workers.
     """
 
-    def __init__(self, pad_id: int, masker: Optional[MLMMasker] = None, objective: str = "mlm", seed: int = 42) -> None:
+    def __init__(self, pad_id: int, masker: Optional[MLMMasker] = None, objective: str = "mlm", seed: int = 42,
+                 document_start_id: Optional[int] = None) -> None:
         if objective not in ("mlm", "clm"):
             raise ValueError(f"objective must be 'mlm' or 'clm', got {objective!r}")
         if objective == "mlm" and masker is None:
@@ -151,12 +155,13 @@ class MLMCollator:
         self.objective = objective
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
+        self.document_start_id = document_start_id
 
     @classmethod
-    def from_tokenizer(cls, tokenizer: Any, objective: str = "mlm", seed: int = 42,
+    def from_tokenizer(cls, tokenizer: Any, objective: str = "mlm", seed: int = 42, documents: bool = False,
                        **masker_kwargs: Any) -> "MLMCollator":
         masker = MLMMasker.from_tokenizer(tokenizer, **masker_kwargs) if objective == "mlm" else None
-        return cls(tokenizer.pad_id, masker, objective, seed)
+        return cls(tokenizer.pad_id, masker, objective, seed, tokenizer.bos_id if documents else None)
 
     def __call__(self, examples: Sequence[Example]) -> Dict[str, torch.Tensor]:
         seqs, labels = [], []
@@ -174,5 +179,9 @@ class MLMCollator:
                 ids, lab = self.masker(ids, g)
             seqs.append(ids)
             labels.append(lab)
-        return {"input_ids": pad_right(seqs, self.pad_id), "labels": pad_right(labels, IGNORE_INDEX),
-                "attention_mask": pad_right([torch.ones_like(s) for s in seqs], 0)}
+        batch = {"input_ids": pad_right(seqs, self.pad_id), "labels": pad_right(labels, IGNORE_INDEX),
+                 "attention_mask": pad_right([torch.ones_like(s) for s in seqs], 0)}
+        scored = loss_positions(batch["labels"], self.objective == "clm").ne(IGNORE_INDEX)
+        starts = None if self.document_start_id is None else batch["input_ids"].eq(self.document_start_id)
+        batch["packing"] = pack_tokens(batch["attention_mask"], scored, starts)
+        return batch

@@ -4,6 +4,8 @@ a cache, then streamed with `litdata.StreamingDataset` / `StreamingDataLoader`.
 - `mode="packed"` (RoBERTa's FULL-SENTENCES): every document becomes `<s> ... </s>`; the documents are concatenated
   and cut into `max_seq_length` blocks, which cross document boundaries and need no padding. A `.txt` document is a
   run of non-blank lines (blank lines separate documents, as in fairseq); a `.jsonl` record's `text` is one.
+  With `documents=True` (RoBERTa's DOC-SENTENCES, through the same offsets as unpadding) the blocks are the same,
+  but each document in a block attends only to itself and counts its positions from its own `<s>`.
 - `mode="lines"`: one sequence per non-blank line or record, `<s> line </s>` cut to `max_seq_length`, padded per batch.
 
 Validation is `val_data_path` when given, else the documents (lines) whose hash of (file, byte offset) falls under
@@ -197,6 +199,8 @@ class TextFiles(DataModule):
         cache_dir: Where the tokenized data goes (default ~/.cache/litgpt/text_files/<hash>); reused when it matches.
         num_workers: Worker processes for tokenizing and for streaming. Resume with the same number.
         mode: packed: documents concatenated and cut into full blocks; lines: one padded sequence per line.
+        documents: Packed mode: each document of a block attends only to itself, its positions counted from its
+            own `<s>` (DOC-SENTENCES); otherwise attention spans the whole block (FULL-SENTENCES).
         seed: Seed for shuffling and masking.
         errors: Invalid UTF-8: strict stops with the file and line; replace substitutes U+FFFD.
     """
@@ -207,6 +211,7 @@ class TextFiles(DataModule):
     cache_dir: Optional[Path] = None
     num_workers: int = 4
     mode: Literal["packed", "lines"] = "packed"
+    documents: bool = False
     seed: int = 42
     errors: Literal["strict", "replace"] = "strict"
 
@@ -216,6 +221,8 @@ class TextFiles(DataModule):
         self.cache_dir = Path(self.cache_dir).expanduser() if self.cache_dir is not None else None
         if self.mode not in ("packed", "lines"):
             raise UsageError(f"--data.mode {self.mode!r}: expected 'packed' or 'lines'")
+        if self.documents and self.mode != "packed":
+            raise UsageError("--data.documents true: needs --data.mode packed (a lines-mode row is one document)")
         if self.errors not in ("strict", "replace"):
             raise UsageError(f"--data.errors {self.errors!r}: expected 'strict' or 'replace'")
         if self.val_data_path is None and not 0.0 < self.val_fraction < 1.0:
@@ -383,7 +390,8 @@ class TextFiles(DataModule):
 
     def _collator(self) -> MLMCollator:
         return MLMCollator.from_tokenizer(self.tokenizer, objective=self.objective, seed=self.seed,
-                                          mask_prob=self.mask_prob, mask_replace_prob=self.mask_replace_prob,
+                                          documents=self.documents, mask_prob=self.mask_prob,
+                                          mask_replace_prob=self.mask_replace_prob,
                                           random_replace_prob=self.random_replace_prob)
 
     def _make_train_loader(self) -> StreamingDataLoader:

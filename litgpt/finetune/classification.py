@@ -180,7 +180,7 @@ def fit(fabric, state: Dict[str, Any], train_loader, test_loader, args: Finetune
                    disable=None if fabric.global_rank == 0 else True, file=sys.stderr)
         for i, batch in enumerate(train_loader):
             batch = {k: v.to(fabric.device, non_blocking=True) for k, v in batch.items()}
-            logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+            logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), batch["packing"])
             loss = classification_loss(logits, batch["labels"], config.problem_type)
             optimizer_step(fabric, model, optimizer, scheduler, loss, args.max_grad_norm)
             loss_sum += loss.detach().double() * len(batch["labels"])
@@ -221,8 +221,8 @@ def evaluate(fabric, model, loader, config: Config, threshold: float = 0.5) -> D
     model.eval()
     for batch in loader:
         batch = {k: v.to(fabric.device, non_blocking=True) for k, v in batch.items()}
-        metrics.update(model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")),
-                       batch["labels"])
+        logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), batch["packing"])
+        metrics.update(logits, batch["labels"])
     model.train(was_training)
     return metrics.compute()
 
