@@ -9,11 +9,12 @@ residual add and LayerNorm. BERT and MiniLM are the same encoder with a few conf
 Two ways through the encoder:
 - `RobertaModel.forward`: every position of the padded batch, as HuggingFace computes it;
 - `RobertaModel.hidden_at`: only the positions a head reads (the masked tokens for the MLM loss, `<s>` for a
-  classifier). The token-wise layers then skip padding, and the last block computes only those positions.
+  classifier). The encoder then runs on the real tokens alone, packed (`litgpt/packing.py`, built by the collators
+  on the host), and the last block computes only those positions.
 `config.causal` makes the same weights a left-to-right language model: a causal mask and a next-token loss.
 
-The speed machinery (the token layout around attention, oneDNN linear layers with fused GELU, the tied embedding
-node, in-place inference ops) lives in `litgpt/kernels.py`.
+The speed machinery (the token layout and its attention call, variable-length on CUDA, oneDNN linear layers with
+fused GELU, the tied embedding node, in-place inference ops) lives in `litgpt/kernels.py`.
 """
 
 import dataclasses

@@ -1,6 +1,11 @@
 """The packed (unpadded) path: the host-built `Packing`, HF parity through both attention calls (SDPA, and the
-variable-length kernel's call, served on CPU by a reference), packed documents, and a training step that compiles
-as one graph for every batch shape."""
+variable-length kernel's call, served on CPU by a reference), packed documents, a training step that compiles as
+one graph for every batch shape, and the benchmark's smoke run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +17,7 @@ import litgpt.kernels as kernels
 from litgpt.config import Config
 from litgpt.convert import config_from_hf, hf_to_lit_state_dict
 from litgpt.data.mlm import MLMCollator, MLMMasker
+from litgpt.data.text_files import TextFiles
 from litgpt.model_roberta import (
     RobertaForCausalLM,
     RobertaForMaskedLM,
@@ -19,6 +25,9 @@ from litgpt.model_roberta import (
     RobertaModel,
 )
 from litgpt.packing import first_tokens, pack_tokens
+from litgpt.utils import UsageError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_pack_tokens_against_a_plain_loop():
@@ -192,3 +201,28 @@ def test_classifier_forward_compiles_without_graph_breaks():
             compiled = torch.compile(model, backend=counting_backend(graphs), fullgraph=True, dynamic=True)
             assert (compiled(ids, mask, packing=packing) - eager).abs().max() < 1e-5 and len(graphs) == 1
             torch._dynamo.reset()
+
+
+def test_documents_flag_of_the_pretraining_data(tokenizer, tmp_path):
+    """`--data.documents`: the collator cuts packed rows at every `<s>`; lines mode (one document a row) refuses it."""
+    with pytest.raises(UsageError, match="--data.documents"):
+        TextFiles(train_data_path=tmp_path, mode="lines", documents=True)
+    bos = tokenizer.bos_id
+    row = torch.tensor([bos, 50, 51, 52, 2, bos, 60, 61, 2, bos, 70])  # a packed block: 2 documents and a half
+    batch = MLMCollator.from_tokenizer(tokenizer, documents=True)([row, row[:6]])
+    assert batch["packing"].cu_seqlens.tolist() == [0, 5, 9, 11, 16, 17]
+    assert batch["packing"].offsets.tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3, 0, 1] + [0, 1, 2, 3, 4, 0]
+    assert MLMCollator.from_tokenizer(tokenizer)([row])["packing"].offsets is None
+
+
+def test_benchmark_smoke(tmp_path):
+    """`benchmarks/compare_hf.py` runs end to end on the CPU with case overrides and peak memory (so it cannot rot)."""
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "compare_hf.py"), "--quick", "--layers", "1", "--cases", "A",
+           "--shapes", "2x32", "--ragged", "2x24", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = {r["case"]: r for r in json.loads(out.read_text())}
+    assert set(results) == {"A1", "C1"} and results["A1"]["batch"] == "2x32"
+    for r in results.values():
+        assert r["ours_tokens_per_s"] > 0 and r["hf_tokens_per_s"] > 0 and r["ours_peak_mib"] > 0
