@@ -33,12 +33,17 @@ def build_attention_mask(key_mask: Optional[torch.Tensor], causal: bool, T: int)
     return mask
 
 
-try:  # PyTorch's flash-attention kernel for packed sequences (torch >= 2.10)
-    from torch.nn.attention.varlen import varlen_attn
-    _VARLEN_CAUSAL = ({"window_size": (-1, 0)} if "window_size" in inspect.signature(varlen_attn).parameters
-                      else {"is_causal": True})
-except ImportError:
-    varlen_attn = None
+# PyTorch's flash-attention kernel for packed sequences (torch >= 2.10). Imported only where CUDA is: the import
+# loads torch._dynamo, a second at every start of a CPU-only command.
+varlen_attn = None
+_VARLEN_CAUSAL = {"window_size": (-1, 0)}  # torch >= 2.11; 2.10 spells it is_causal=True
+if torch.cuda.is_available():
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+        if "window_size" not in inspect.signature(varlen_attn).parameters:
+            _VARLEN_CAUSAL = {"is_causal": True}
+    except ImportError:
+        pass
 
 
 def varlen_serves(x: torch.Tensor, head_dim: int, dropout_p: float, packing: Packing) -> bool:
@@ -106,9 +111,10 @@ class TokenLayout:
         if varlen_serves(qkv, D, dropout_p, p):
             q, k, v = qkv.view(N, 3, n_head, D).unbind(1)
             return varlen_attention(q, k, v, p.cu_seqlens, p.cu_seqlens, L, L, self.causal).reshape(N, C)
-        q, k, v = self._padded(qkv, p.seq_slots, S, L).view(S, L, 3, n_head, D).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = self._padded(qkv, p, S, L).view(S, L, 3, n_head, D).permute(2, 0, 3, 1, 4).unbind(0)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask, dropout_p=dropout_p, is_causal=self.is_causal)
-        return y.transpose(1, 2).reshape(S * L, C).index_select(0, p.seq_slots)
+        y = y.transpose(1, 2).reshape(S * L, C)
+        return y if p.full else y.index_select(0, p.seq_slots)
 
     def attention_at_selected(self, q: torch.Tensor, kv: torch.Tensor, n_head: int, dropout_p: float) -> torch.Tensor:
         """Attention for the selected positions' queries only (`q`: `[M, C]`) over every row's keys and values
@@ -124,15 +130,16 @@ class TokenLayout:
         if varlen_serves(q, D, dropout_p, p):
             k, v = kv.view(-1, 2, n_head, D).unbind(1)
             return varlen_attention(q.view(M, n_head, D), k, v, p.cu_selected, p.cu_seqlens, Q, L).reshape(M, C)
-        k, v = self._padded(kv, p.seq_slots, S, L).view(S, L, 2, n_head, D).permute(2, 0, 3, 1, 4).unbind(0)
-        queries = self._padded(q, p.query_slots, S, Q).view(S, Q, n_head, D).transpose(1, 2)
+        k, v = self._padded(kv, p, S, L).view(S, L, 2, n_head, D).permute(2, 0, 3, 1, 4).unbind(0)
+        queries = q.new_zeros(S * Q, C).index_copy_(0, p.query_slots, q).view(S, Q, n_head, D).transpose(1, 2)
         y = F.scaled_dot_product_attention(queries, k, v, attn_mask=self.mask, dropout_p=dropout_p)
         return y.transpose(1, 2).reshape(S * Q, C).index_select(0, p.query_slots)
 
     @staticmethod
-    def _padded(t: torch.Tensor, slots: torch.Tensor, S: int, L: int) -> torch.Tensor:
-        """Rows `[n, D]` scattered into zeros `[S * L, D]` at `slots` (the pad slots stay hidden by the mask)."""
-        return t.new_zeros(S * L, t.size(-1)).index_copy_(0, slots, t)
+    def _padded(t: torch.Tensor, p: Packing, S: int, L: int) -> torch.Tensor:
+        """Rows `[N, D]` in the per-sequence padded layout `[S * L, D]`: scattered into zeros at their slots (the
+        pad slots stay hidden by the mask), or as they are when no sequence is short (the slots are then 0..N-1)."""
+        return t if p.full else t.new_zeros(S * L, t.size(-1)).index_copy_(0, p.seq_slots, t)
 
 
 def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: torch.Tensor, cu_k: torch.Tensor,

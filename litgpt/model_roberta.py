@@ -73,9 +73,9 @@ class RobertaModel(nn.Module):
         token_type_ids: Optional[torch.Tensor] = None,
         packing: Optional[Packing] = None,
     ) -> torch.Tensor:
-        """`forward(...)[positions]` for a bool `[B, T]` `positions` (real tokens only): `[M, n_embd]` in
-        row-major order, computed only where needed. The encoder runs on the real tokens alone and, unless causal,
-        the last block computes only `positions` (its keys and values still come from every token). `packing`,
+        """`forward(...)[positions]` for a bool `[B, T]` `positions`: `[M, n_embd]` in row-major order, computed
+        only where needed. The encoder runs on the real tokens (and any selected pad) alone and, unless causal, the
+        last block computes only `positions` (its keys and values still come from every real token). `packing`,
         built on the host by the collators (`litgpt.packing.pack_tokens`), describes the same batch and positions
         (then `positions` may be None): without it, it is built here, which waits for the device."""
         return self._encode(input_ids, attention_mask, token_type_ids, positions, packing, tied=False)[0]

@@ -32,7 +32,7 @@ class Packing:
     query_slots: torch.Tensor    # [M] int64: each selected position's flat index into a padded [S, Q] layout
     query_mask: torch.Tensor     # [S, Q] bool: True at a selected position; Q, the most per sequence, from its shape
     offsets: Optional[torch.Tensor] = None  # [N] int64: each row's index in its document (documents only)
-    full: bool = False           # every sequence has L real tokens: attention needs no mask
+    full: bool = False           # every sequence has L real tokens: no mask, and the slots are 0..N-1
     rows_are_keys: bool = True   # no row is a selected pad (a query that must not be a key)
 
     def to(self, device, non_blocking: bool = False) -> "Packing":

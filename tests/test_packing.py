@@ -54,6 +54,7 @@ def test_pack_tokens_against_a_plain_loop():
 
     plain = pack_tokens(torch.ones(2, 4), first_tokens(torch.zeros(2, 4)))
     assert plain.full and plain.rows_are_keys and plain.offsets is None and plain.cu_seqlens.tolist() == [0, 4, 8]
+    assert plain.seq_slots.tolist() == list(range(8))  # no short sequence: the padded layout is the rows themselves
 
 
 def reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, **causal):
