@@ -63,7 +63,11 @@ def add_cases(shapes: str, ragged: str) -> list:
     names = []
     for prefix, spec, is_ragged in (("A", shapes, False), ("C", ragged, True)):
         for i, shape in enumerate(s for s in spec.split(",") if s.strip()):
-            b, t = map(int, shape.lower().split("x"))
+            try:
+                b, t = map(int, shape.lower().split("x"))
+            except ValueError:
+                flag = "--shapes" if prefix == "A" else "--ragged"
+                raise SystemExit(f"{flag} {shape!r}: expected BATCHxLENGTH, e.g. 32x512") from None
             CASES[f"{prefix}{i + 1}"] = dict(kind="train", batch=b, seq=t, ragged=is_ragged)
             names.append(f"{prefix}{i + 1}")
     return names
