@@ -22,7 +22,7 @@ IGNORE_INDEX = -100
 
 @dataclass
 class Packing:
-    rows: torch.Tensor           # [N] int64: flat index into B * T of each real token
+    rows: torch.Tensor           # [N] int64: flat index into B * T of each computed token (real, or a selected pad)
     cu_seqlens: torch.Tensor     # [S + 1] int32: sequence s owns rows cu_seqlens[s]:cu_seqlens[s + 1]
     seq_slots: torch.Tensor      # [N] int64: each row's flat index into the padded [S, L] layout
     key_mask: torch.Tensor       # [S, L] bool: True at real tokens; L, the longest sequence, comes from its shape
