@@ -16,7 +16,7 @@ from typing import Dict, Optional, Tuple, Union
 
 import torch
 
-from litgpt.config import Config
+from litgpt.config import Config, label_names
 from litgpt.hub import WEIGHT_FORMATS, fetch_from_hub, hub_repo_id, local_hub_dir
 from litgpt.train_state import iter_checkpoints, load_training_state
 from litgpt.utils import UsageError, load_state_dict_file, read_json
@@ -229,7 +229,7 @@ def load_hf_checkpoint(
         num_labels = head.shape[0]
         if config.num_labels != num_labels:
             config.num_labels = num_labels
-            config.id2label = {i: config.id2label.get(i, f"LABEL_{i}") for i in range(num_labels)}
+            config.id2label = dict(enumerate(label_names(config.id2label, num_labels)))
     build_model(config, state, str(checkpoint_dir))  # validates names and shapes
     return config, state
 

@@ -17,6 +17,11 @@ ARCH_FIELDS = ("n_layer", "n_embd", "n_head", "intermediate_size", "block_size",
                "pad_aware_positions")
 
 
+def label_names(id2label: Dict[int, str], count: int) -> List[str]:
+    """The names of label ids 0..count-1: `id2label`'s, and HF's default `LABEL_i` where it has none."""
+    return [id2label.get(i, f"LABEL_{i}") for i in range(count)]
+
+
 @dataclass
 class Config:
     name: str = ""

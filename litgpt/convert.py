@@ -10,7 +10,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from litgpt.config import BERT, Config, name_to_config
+from litgpt.config import BERT, Config, label_names, name_to_config
 from litgpt.utils import UsageError
 
 # The HF names by family. The blocks are named alike; the prefix, the heads and what HF stores but we do not differ.
@@ -256,7 +256,7 @@ def hf_config_dict(config: Config, architecture: str) -> dict:
         hf.update(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id)
     if architecture in (FAMILIES[config.model_type]["architectures"][k] for k in ("classification",
                                                                                  "token_classification")):
-        id2label = {i: config.id2label.get(i, f"LABEL_{i}") for i in range(config.num_labels)}
+        id2label = dict(enumerate(label_names(config.id2label, config.num_labels)))
         hf["num_labels"] = config.num_labels
         hf["id2label"] = {str(i): label for i, label in id2label.items()}
         hf["label2id"] = {label: i for i, label in id2label.items()}

@@ -22,6 +22,8 @@ from typing import Any, Dict, List, Tuple
 import torch
 import torch.nn.functional as F
 
+from litgpt.config import label_names
+
 # the metric that picks the best epoch, by problem type (a GLUE task names its own)
 SELECTION = {"single_label_classification": "accuracy", "regression": "pearson",
              "multi_label_classification": "f1_micro"}
@@ -168,10 +170,11 @@ def metrics_report(metrics: Dict[str, Any], id2label: Dict[int, str], best_epoch
     if "confusion_matrix" not in metrics:  # regression or multi-label
         report = {k: v for k, v in metrics.items() if k != "label_f1"}
         if "label_f1" in metrics:
-            report["per_label_f1"] = {id2label.get(i, f"LABEL_{i}"): f for i, f in enumerate(metrics["label_f1"])}
+            names = label_names(id2label, len(metrics["label_f1"]))
+            report["per_label_f1"] = dict(zip(names, metrics["label_f1"]))
         report.update(where, num_labels=len(id2label), id2label={str(i): n for i, n in id2label.items()})
         return report
-    names = [id2label.get(i, f"LABEL_{i}") for i in range(len(metrics["support"]))]
+    names = label_names(id2label, len(metrics["support"]))
     per_class = {name: {"id": i, "precision": metrics["class_precision"][i], "recall": metrics["class_recall"][i],
                         "f1": metrics["class_f1"][i], "support": metrics["support"][i]} for i, name in enumerate(names)}
     return {

@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 
 from litgpt.api.base import POOLING, Candidate, _as_texts, _Inference
+from litgpt.config import label_names
 from litgpt.utils import UsageError, read_json
 
 
@@ -66,7 +67,7 @@ class Classifier(_Inference):
     @property
     def labels(self) -> List[str]:
         """Label names ordered by label id, from the checkpoint's `id2label` (`LABEL_i` where missing)."""
-        return [self.config.id2label.get(i, f"LABEL_{i}") for i in range(self.model.num_labels)]
+        return label_names(self.config.id2label, self.model.num_labels)
 
     @torch.inference_mode()
     def predict(self, texts: Union[str, Sequence[str]], text_pairs: Optional[Union[str, Sequence[str]]] = None,

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from litgpt.api.base import _as_texts, _Inference
+from litgpt.config import label_names
 from litgpt.utils import UsageError, read_json
 
 # words as CoNLL data splits them: a run of letters and digits (inner hyphens, apostrophes and dots kept, as in
@@ -22,7 +23,8 @@ class TokenClassifier(_Inference):
 
     @property
     def labels(self) -> List[str]:
-        return [self.config.id2label.get(i, f"LABEL_{i}") for i in range(self.model.num_labels)]
+        """Label names ordered by label id, from the checkpoint's `id2label` (`LABEL_i` where missing)."""
+        return label_names(self.config.id2label, self.model.num_labels)
 
     @torch.inference_mode()
     def predict(self, texts: Union[str, Sequence[str]]) -> List[Dict[str, Any]]:
