@@ -17,6 +17,7 @@ from conftest import (
 
 import litgpt.data.readers as readers
 import litgpt.data.text_files as text_files
+import litgpt.data.text_tokenize as text_tokenize
 from litgpt.data.mlm import IGNORE_INDEX
 from litgpt.data.readers import iter_units, plan_ranges, split_for_tokenizer
 from litgpt.data.text_files import TextFiles
@@ -175,8 +176,8 @@ def test_cache_reused_and_rebuilt(tokenizer, tmp_path):
 
 def test_long_lines_streamed_exactly(tokenizer, tmp_path, monkeypatch):
     monkeypatch.setattr(readers, "READ_BYTES", 4096)
-    monkeypatch.setattr(text_files, "PIECE_CHARS", 5000)
-    monkeypatch.setattr(text_files, "BATCH_CHARS", 3000)
+    monkeypatch.setattr(text_tokenize, "PIECE_CHARS", 5000)
+    monkeypatch.setattr(text_tokenize, "BATCH_CHARS", 3000)
     rng = random.Random(1)
     text = " ".join(rng.choice(demo_lines()) for _ in range(3000)) + " Ünïcödé ✓ 東京"  # ~150 KB on one line
     corpus = tmp_path / "corpus"
@@ -306,7 +307,7 @@ def test_ranks_read_disjoint_shards(tokenizer, tmp_path):
 def test_huge_line_memory_is_bounded(tokenizer, tmp_path, monkeypatch):
     import tracemalloc
 
-    for module, name in ((readers, "READ_BYTES"), (text_files, "PIECE_CHARS"), (text_files, "BATCH_CHARS")):
+    for module, name in ((readers, "READ_BYTES"), (text_tokenize, "PIECE_CHARS"), (text_tokenize, "BATCH_CHARS")):
         monkeypatch.setattr(module, name, 1 << 14)
     rng = random.Random(3)
     path = tmp_path / "one_line.txt"
@@ -315,7 +316,7 @@ def test_huge_line_memory_is_bounded(tokenizer, tmp_path, monkeypatch):
             fp.write(" ".join(rng.sample(demo_lines(), 20)) + " ")
     size = path.stat().st_size
     for mode, expected_tokens in (("packed", None), ("lines", 32)):
-        fn = text_files._Tokenize(tokenizer, [(str(path), path.name, 0, size, 1)], mode, 32, "strict", None, tmp_path)
+        fn = text_tokenize.Tokenize(tokenizer, [(str(path), path.name, 0, size, 1)], mode, 32, "strict", None, tmp_path)
         tracemalloc.start()
         tokens = sum(len(array) for array in fn(0))
         peak = tracemalloc.get_traced_memory()[1]
