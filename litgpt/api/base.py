@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from litgpt.packing import first_tokens
 from litgpt.utils import UsageError, pad_right
 
 Candidate = Dict[str, Any]  # {"token_id": int, "token": str, "score": float}
@@ -54,7 +55,7 @@ def pool(encoder: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torc
     Only the rows pooling reads are computed (`hidden_at`), plus a few pad rows that round their number up to a
     multiple of `ROW_MULTIPLE` (pad rows never change real ones; they are dropped here)."""
     real = attention_mask.bool()
-    wanted = real if pooling != "cls" else torch.zeros_like(real).index_fill_(1, torch.tensor([0]), True)
+    wanted = real if pooling != "cls" else first_tokens(input_ids)
     rows = wanted | _round_up_rows(real | wanted, ROW_MULTIPLE)
     hidden = encoder.hidden_at(input_ids, attention_mask, rows).float()[wanted[rows]]  # row-major
     if pooling == "cls":
