@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 # name -> (function, what it does in one line for `litgpt --help`)
 COMMANDS = {
     "pretrain": ("litgpt.pretrain:setup", "pretrain RoBERTa with masked (or causal) language modelling"),
-    "finetune": ("litgpt.finetune.classification:setup",
+    "finetune": ("litgpt.finetune:setup",
                  "finetune a checkpoint: text classification or regression (--task classification), NER, QA"),
     "fill_mask": ("litgpt.fill_mask:main", "predict the tokens behind <mask> in a text"),
     "classify": ("litgpt.classify:main", "label texts with a finetuned classifier"),

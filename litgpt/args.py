@@ -112,15 +112,16 @@ class EvalArgs:
 @dataclass
 class FinetuneArgs:
     """Finetune an encoder (RoBERTa, BERT) for sequence classification or regression (single texts or sentence
-    pairs), token classification (NER) or extractive question answering, and evaluate it on the test split after
-    every epoch.
+    pairs), token classification (NER) or extractive question answering. The best epoch is chosen on a validation
+    split (a validation/dev file, or --val_fraction of train); the test split is scored once, by the chosen model.
 
     Args:
         task: classification (labelled texts or pairs), ner (tagged words: CoNLL files or {"tokens", "tags"} JSONL
             as train/test in data_dir) or qa (SQuAD v1.1/v2.0 JSON as train.json/test.json in data_dir).
         data_dir: Folder with the train and test splits: train.json/test.json (a list of {"text", "label"}),
-            .jsonl, or .csv/.tsv with `text` and `label` columns (required). Labels are ids or class names. With
-            --glue: GLUE's folder (holding CoLA/, SST-2/, ...) or one task's folder.
+            .jsonl, or .csv/.tsv with `text` and `label` columns (required), and optionally validation (or dev) in
+            the same format, which chooses the best epoch. Labels are ids or class names. With --glue: GLUE's
+            folder (holding CoLA/, SST-2/, ...) or one task's folder.
         output_dir: Where the finetuned model goes: config.json, pytorch_model.bin, tokenizer files, classifier.pt,
             metrics.json (and train_state.pt for --resume). Must be new, empty or a previous finetuning output.
         model_name: Weights to start from: a litgpt checkpoint dir, a pretraining out_dir (its best.pt), a
@@ -175,6 +176,16 @@ class FinetuneArgs:
         doc_stride: QA: tokens shared by consecutive windows of a context longer than --max_length; default: a
             quarter of --max_length (HF's run_qa.py: 128 of 384).
         max_answer_length: QA: the longest answer predicted, in tokens.
+        val_fraction: Without a validation (or dev) file, hold out this fraction of train, in (0, 0.5], as the
+            validation split: drawn with --seed, stratified by label for single-label classification, whole
+            documents (NER, by -DOCSTART-) or articles (QA). Without either, nothing is chosen: the last epoch is
+            the model. --glue holds out 0.1 unless given.
+        patience: Stop after this many epochs without a better validation score (needs a validation split).
+        select_on: With --glue: `validation` (default) chooses on the held-out share of train and reports the dev
+            split once; `dev` chooses on the dev split itself, as GLUE papers do (their dev figures are therefore
+            optimistic), and the table says so.
+        compile: Compile the model (torch.compile, dynamic shapes) for training and evaluation: worth it on a GPU,
+            where the packed path of every head runs as one graph; on a CPU it rarely pays for its compile time.
     """
 
     task: str = "classification"
@@ -211,6 +222,10 @@ class FinetuneArgs:
     seeds: int = 1
     doc_stride: Optional[int] = None
     max_answer_length: int = 30
+    val_fraction: Optional[float] = None
+    patience: Optional[int] = None
+    select_on: Optional[str] = None
+    compile: bool = False
 
 
 def check_finetune_args(args: FinetuneArgs) -> None:
@@ -222,8 +237,8 @@ def check_finetune_args(args: FinetuneArgs) -> None:
     if args.task not in ("classification", "ner", "qa"):
         raise UsageError(f"--task {args.task!r}: expected classification, ner or qa")
     if args.task != "classification":
-        flags = {"--glue": args.glue is not None, "--use_agnews": args.use_agnews, "--resume": args.resume,
-                 "--lora_r": bool(args.lora_r), "--problem_type": args.problem_type is not None,
+        flags = {"--glue": args.glue is not None, "--use_agnews": args.use_agnews,
+                 "--problem_type": args.problem_type is not None,
                  "--text_columns": args.text_columns is not None, "--label_names": args.label_names is not None}
         given = [flag for flag, on in flags.items() if on]
         if given:
@@ -245,6 +260,19 @@ def check_finetune_args(args: FinetuneArgs) -> None:
         raise UsageError(f"--seeds {args.seeds}: must be a positive integer")
     if args.seeds > 1 and args.glue is None:
         raise UsageError("--seeds repeats GLUE tasks; it needs --glue")
+    from litgpt.data.finetuning import check_val_fraction
+
+    check_val_fraction(args.val_fraction)
+    if args.patience is not None and (isinstance(args.patience, bool) or not isinstance(args.patience, int)
+                                      or args.patience < 1):
+        raise UsageError(f"--patience {args.patience}: must be a positive number of epochs")
+    if args.select_on is not None and args.select_on not in ("validation", "dev"):
+        raise UsageError(f"--select_on {args.select_on!r}: expected validation or dev")
+    if args.select_on is not None and args.glue is None:
+        raise UsageError("--select_on picks GLUE's selection split; it needs --glue (elsewhere a validation file "
+                         "or --val_fraction chooses)")
+    if args.select_on == "dev" and args.val_fraction is not None:
+        raise UsageError("--select_on dev chooses on GLUE's dev split; it does not go with --val_fraction")
     if args.glue is not None and (args.resume or args.use_agnews):
         raise UsageError(f"--glue: runs each task from the start on GLUE's files; it does not go with "
                          f"{'--resume' if args.resume else '--use_agnews'}")

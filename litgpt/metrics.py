@@ -7,7 +7,8 @@
 - Multi-label: the BCE loss, micro and macro F1 (and precision/recall) over labels at a decision threshold on the
   sigmoid, exact match (every label right), per-label F1.
 
-`make_metrics` picks the set for a problem type; `SELECTION` names the metric that picks the best epoch.
+`make_metrics` picks the set for a problem type; `SELECTION` names the metric that chooses the epoch on the
+validation split. `report_title` says, atop every printed report, which split was scored and which model.
 
 - Token classification (`tagging_metrics`): seqeval's entity-level precision, recall and F1 (its default mode, the
   conlleval rules HF's `run_ner.py` reports: an `I-` tag without a `B-` starts an entity) and the accuracy over words.
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 
 from litgpt.config import label_names
 
-# the metric that picks the best epoch, by problem type (a GLUE task names its own)
+# the metric that chooses the epoch on the validation split, by problem type (a GLUE task names its own)
 SELECTION = {"single_label_classification": "accuracy", "regression": "pearson",
              "multi_label_classification": "f1_micro"}
 
@@ -163,16 +164,15 @@ class MultiLabelMetrics:
         return out
 
 
-def metrics_report(metrics: Dict[str, Any], id2label: Dict[int, str], best_epoch: int, num_epochs: int,
-                   source: str, selected_by: str = "accuracy") -> Dict[str, Any]:
-    """The `metrics.json` document: the headline metrics, then per class, then where the numbers came from."""
-    where = {"weights_source": source, "best_epoch": best_epoch, "num_epochs": num_epochs, "selected_by": selected_by}
+def metrics_report(metrics: Dict[str, Any], id2label: Dict[int, str]) -> Dict[str, Any]:
+    """The top of a classifier's `metrics.json`: the headline metrics, then per class (the loop adds which model
+    was chosen, and how)."""
     if "confusion_matrix" not in metrics:  # regression or multi-label
         report = {k: v for k, v in metrics.items() if k != "label_f1"}
         if "label_f1" in metrics:
             names = label_names(id2label, len(metrics["label_f1"]))
             report["per_label_f1"] = dict(zip(names, metrics["label_f1"]))
-        report.update(where, num_labels=len(id2label), id2label={str(i): n for i, n in id2label.items()})
+        report.update(num_labels=len(id2label), id2label={str(i): n for i, n in id2label.items()})
         return report
     names = label_names(id2label, len(metrics["support"]))
     per_class = {name: {"id": i, "precision": metrics["class_precision"][i], "recall": metrics["class_recall"][i],
@@ -190,7 +190,6 @@ def metrics_report(metrics: Dict[str, Any], id2label: Dict[int, str], best_epoch
         "confusion_matrix": metrics["confusion_matrix"],
         "confusion_matrix_axes": "rows: true label, columns: predicted label (label id order)",
         "num_examples": metrics["num_examples"],
-        **where,
         "num_labels": len(names),
         "id2label": {str(i): name for i, name in enumerate(names)},
     }
@@ -211,9 +210,21 @@ def headline(metrics: Dict[str, Any]) -> str:
     return " | ".join(f"{k} {metrics[k]:.4f}" for k in HEADLINE if k in metrics)
 
 
+def report_title(report: Dict[str, Any]) -> str:
+    """Which split the figures are from, and which model: the epoch the validation split chose, or the last."""
+    selected = report["selected_by"]
+    epochs = f"{report['epochs_run']}" + (f", stopped early (--num_epochs {report['num_epochs']})"
+                                          if report["epochs_run"] < report["num_epochs"] else "")
+    if selected["split"] == "none":
+        model = f"the last epoch ({report['best_epoch']} of {epochs}; no validation split, so nothing was chosen)"
+    else:
+        model = (f"epoch {report['best_epoch']} of {epochs}, chosen by {selected['metric']} on the "
+                 f"{selected['split']} split ({selected['source']})")
+    return f"Metrics on {report['test_split']} of {model}"
+
+
 def format_report(report: Dict[str, Any]) -> str:
-    title = (f"Test metrics of the best epoch ({report['best_epoch']} of {report['num_epochs']}, by "
-             f"{report.get('selected_by', 'accuracy')}), {report['num_examples']} examples")
+    title = f"{report_title(report)}, {report['num_examples']} examples"
     if "per_class" not in report:  # regression or multi-label
         lines = [title, "  " + headline(report)]
         for name, f1 in report.get("per_label_f1", {}).items():
@@ -259,9 +270,8 @@ def tagging_metrics(true: List[List[str]], predicted: List[List[str]], bio: bool
 
 
 def format_tagging_report(report: Dict[str, Any]) -> str:
-    lines = [f"Test metrics of the best epoch ({report['best_epoch']} of {report['num_epochs']}), "
-             f"{report['num_sentences']} sentences, {report['num_words']} words; entities by seqeval",
-             "  " + headline(report)]
+    lines = [f"{report_title(report)}, {report['num_sentences']} sentences, {report['num_words']} words; entities by"
+             " seqeval", "  " + headline(report)]
     for name, r in report.get("per_type", {}).items():
         lines.append(f"  {name:<12} precision {r['precision']:.4f} | recall {r['recall']:.4f} | f1 {r['f1']:.4f} | "
                      f"support {r['support']}")

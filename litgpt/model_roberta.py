@@ -308,9 +308,6 @@ class RobertaForSequenceClassification(_RobertaPreTrained):
             first = self.roberta.hidden_at(input_ids, attention_mask, positions, token_type_ids, packing)
         return self.classifier(first, self.roberta.pooler)
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return classification_loss(logits, labels, self.config.problem_type)
-
 
 class RobertaForTokenClassification(_RobertaPreTrained):
     """A label per token (NER, POS tagging): dropout and a linear layer on every position's hidden state, as HF's
@@ -327,9 +324,15 @@ class RobertaForTokenClassification(_RobertaPreTrained):
         self.init_weights()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Returns logits `[B, T, num_labels]` at every position, pads included (as HF computes them)."""
-        return self.token_classifier(self.drop(self.roberta(input_ids, attention_mask, token_type_ids)))
+                token_type_ids: Optional[torch.Tensor] = None, packing: Optional[Packing] = None) -> torch.Tensor:
+        """Returns logits `[B, T, num_labels]` at every position, pads included (as HF computes them); with a
+        `packing`, only at its selected positions (the labelled tokens), `[M, num_labels]` in row-major order, the
+        encoder running on the real tokens alone."""
+        if packing is None:
+            hidden = self.roberta(input_ids, attention_mask, token_type_ids)
+        else:
+            hidden = self.roberta.hidden_at(input_ids, attention_mask, None, token_type_ids, packing)
+        return self.token_classifier(self.drop(hidden))
 
 
 class RobertaForQuestionAnswering(_RobertaPreTrained):
@@ -344,27 +347,18 @@ class RobertaForQuestionAnswering(_RobertaPreTrained):
         self.init_weights()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                token_type_ids: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Returns (start logits, end logits), each `[B, T]`."""
-        logits = self.qa_outputs(self.roberta(input_ids, attention_mask, token_type_ids))
+                token_type_ids: Optional[torch.Tensor] = None, packing: Optional[Packing] = None
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Returns (start logits, end logits), each `[B, T]`. With a `packing` whose selected positions are the real
+        tokens, the encoder runs on those alone and a pad's logits are -inf (a pad is never part of an answer)."""
+        if packing is None:
+            logits = self.qa_outputs(self.roberta(input_ids, attention_mask, token_type_ids))
+        else:
+            rows = self.qa_outputs(self.roberta.hidden_at(input_ids, attention_mask, None, token_type_ids, packing))
+            logits = rows.new_full((input_ids.numel(), 2), float("-inf")).index_copy(0, packing.selected, rows)
+            logits = logits.view(*input_ids.shape, 2)
         start, end = logits.unbind(-1)
         return start.contiguous(), end.contiguous()
-
-
-# HF's `problem_type` names, by `--problem_type`; each decides the loss (and the finetuning metrics)
-PROBLEM_TYPES = {"single_label": "single_label_classification", "regression": "regression",
-                 "multi_label": "multi_label_classification"}
-
-
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: Optional[str]) -> torch.Tensor:
-    """HF `RobertaForSequenceClassification`'s loss: cross-entropy over class ids, MSE against float scores for
-    regression (one output), or per-label binary cross-entropy on multi-hot float labels for multi-label."""
-    logits = logits.float()
-    if problem_type == "regression":
-        return F.mse_loss(logits.squeeze(-1), labels.float())
-    if problem_type == "multi_label_classification":
-        return F.binary_cross_entropy_with_logits(logits, labels.float())
-    return F.cross_entropy(logits, labels)
 
 
 # `--lora_targets` names -> the linear layers of every block that get an adapter (`kernels.add_lora`)

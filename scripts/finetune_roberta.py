@@ -17,7 +17,7 @@ def main(argv=None) -> None:
     if importlib.util.find_spec("litgpt") is None:  # run from a checkout without `pip install -e .`
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from litgpt.__main__ import run_command
-    from litgpt.finetune.classification import setup
+    from litgpt.finetune import setup
 
     argv = sys.argv[1:] if argv is None else argv
     run_command(setup, argv, prog="finetune_roberta.py")

@@ -115,19 +115,20 @@ def test_hf_loads_output_with_same_logits(toy_run):
         expected = hf_model(**enc).logits
         actual = model(enc["input_ids"], enc["attention_mask"])
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
-    # the saved weights are the best epoch's, from train_state.pt
+    # no validation split: nothing is chosen, and the saved weights are the last epoch's, from train_state.pt
     state = torch.load(out / "train_state.pt", weights_only=True)
-    assert_weights_close({k: v.float() for k, v in state["best"]["model"].items()}, loaded.state_dict, atol=0)
+    assert state["best"] is None
+    assert_weights_close({k: v.float() for k, v in state["model"].items()}, loaded.state_dict, atol=0)
 
 
 def test_rerun_into_finished_output_is_allowed(toy_run, tiny_checkpoint, tmp_path):
     # the toy run's dir is ours and finished: a new run may replace it; a foreign dir is refused (see bad inputs)
-    from litgpt.finetune.classification import check_output_dir
+    from litgpt.export import check_output_dir
 
     out, _ = toy_run
     check_output_dir(out, TOY, resume=False)
     with pytest.raises(UsageError, match="already finished"):
-        from litgpt.finetune.classification import load_resume_state
+        from litgpt.finetune.prepare import load_resume_state
 
         saved = torch.load(out / "train_state.pt", weights_only=True)["args"]
         args = FinetuneArgs(**{**saved, "data_dir": Path(saved["data_dir"]), "output_dir": out})
@@ -257,28 +258,30 @@ class Killed(Exception):
 
 def test_exact_resume(tiny_checkpoint, tmp_path, monkeypatch, capsys):
     from litgpt.__main__ import run_command
-    from litgpt.finetune import classification as ft
+    from litgpt.export import check_output_dir
+    from litgpt.finetune import loop, setup
 
     data_dir = small_toy(tmp_path / "data")
     common = ["--data_dir", str(data_dir), "--model_name", str(tiny_checkpoint), "--num_epochs", "2",
-              "--batch_size", "8", "--max_length", "48", "--learning_rate", "1e-3", "--warmup_ratio", "0.2"]
-    run_command(ft.setup, common + ["--output_dir", str(tmp_path / "full")], prog="test")
+              "--batch_size", "8", "--max_length", "48", "--learning_rate", "1e-3", "--warmup_ratio", "0.2",
+              "--val_fraction", "0.25"]
+    run_command(setup, common + ["--output_dir", str(tmp_path / "full")], prog="test")
 
-    real_save = ft.save_train_state
+    real_save = loop.save_train_state
 
     def save_then_die(path, state, *args):
         real_save(path, state, *args)
         if state["epoch"] == 1:
             raise Killed()
 
-    monkeypatch.setattr(ft, "save_train_state", save_then_die)
+    monkeypatch.setattr(loop, "save_train_state", save_then_die)
     with pytest.raises(Killed):
-        run_command(ft.setup, common + ["--output_dir", str(tmp_path / "resumed")], prog="test")
-    monkeypatch.setattr(ft, "save_train_state", real_save)
+        run_command(setup, common + ["--output_dir", str(tmp_path / "resumed")], prog="test")
+    monkeypatch.setattr(loop, "save_train_state", real_save)
     # an unfinished run is not overwritten by accident
     with pytest.raises(UsageError, match="--resume"):
-        ft.check_output_dir(tmp_path / "resumed", data_dir, resume=False)
-    run_command(ft.setup, common + ["--output_dir", str(tmp_path / "resumed"), "--resume", "true"], prog="test")
+        check_output_dir(tmp_path / "resumed", data_dir, resume=False)
+    run_command(setup, common + ["--output_dir", str(tmp_path / "resumed"), "--resume", "true"], prog="test")
 
     def load(run, name):
         path = tmp_path / run / name
@@ -290,23 +293,24 @@ def test_exact_resume(tiny_checkpoint, tmp_path, monkeypatch, capsys):
     assert_weights_close(load("full", "pytorch_model.bin"), load("resumed", "pytorch_model.bin"), atol=1e-6)
     m_full, m_resumed = load("full", "metrics.json"), load("resumed", "metrics.json")
     assert m_full["best_epoch"] == m_resumed["best_epoch"]
-    for a, b in zip(m_full["history"], m_resumed["history"]):
+    assert m_full["selected_by"] == {"split": "validation", "metric": "accuracy",
+                                     "source": "--val_fraction 0.25 of train.json (seed 42)"}
+    for a, b in zip(m_full["validation"]["history"], m_resumed["validation"]["history"]):
         assert a == pytest.approx(b, abs=1e-6)
 
     # a resume with other hyperparameters would not reproduce the run: refused
-    code, _ = cli_error(capsys, common[:-2] + ["--warmup_ratio", "0.3", "--output_dir", str(tmp_path / "resumed"),
-                                              "--num_epochs", "3", "--resume", "true"],
-                        main=lambda args: run_command(ft.setup, args, prog="test"))
+    code, _ = cli_error(capsys, common[:-4] + ["--warmup_ratio", "0.3", "--val_fraction", "0.25", "--output_dir",
+                                              str(tmp_path / "resumed"), "--num_epochs", "3", "--resume", "true"],
+                        main=lambda args: run_command(setup, args, prog="test"))
     assert code == 2
 
 
 # ---- where the weights come from ------------------------------------------------------------------------------
 def test_weights_from_mlm_checkpoint_pretrain_state_and_hf_dir(tiny_checkpoint, tmp_path):
-    from litgpt.finetune.classification import load_weights, resolve_weights
+    from litgpt.finetune.prepare import find_weights, starting_weights
     from litgpt.scripts.convert_lit_checkpoint import save_hf_dir
     from litgpt.tokenizer import Tokenizer
 
-    data = ClassificationDataModule(TOY, 2)
     mlm = torch.load(tiny_checkpoint / "lit_model.pth", weights_only=True)
     config = Config.from_file(tiny_checkpoint / "model_config.yaml")
 
@@ -319,11 +323,12 @@ def test_weights_from_mlm_checkpoint_pretrain_state_and_hf_dir(tiny_checkpoint, 
     save_hf_dir(dict(mlm), Config(**asdict(config)), hf, tokenizer_dir=tiny_checkpoint)
 
     for source, expect in ((tiny_checkpoint, "litgpt checkpoint"), (pre, "step 7"), (hf, "HuggingFace")):
-        cfg, state, tokenizer, where = resolve_weights(str(source), False, data, 2)
-        assert expect in where and "new classification head" in where
-        assert set(state) == {k for k in mlm if k.startswith("roberta.")}
+        cfg, state, tokenizer, where = find_weights(str(source), False, [], TOY / "train.json")
+        weights, what = starting_weights(lambda c: RobertaForSequenceClassification(c, 2), cfg, state, where)
+        assert expect in where and what.startswith("encoder, new classification head")
+        assert set(weights) == {k for k in mlm if k.startswith("roberta.")}
         model = RobertaForSequenceClassification(cfg, 2)
-        load_weights(model, state, where)
+        model.load_state_dict(weights, strict=False)
         for key, value in model.roberta.state_dict().items():
             torch.testing.assert_close(value, mlm[f"roberta.{key}"], atol=1e-7, rtol=0)
         assert tokenizer.pad_id == cfg.pad_token_id
@@ -340,7 +345,7 @@ def test_offline_registry_name_says_what_to_do(tmp_path):
 
 def test_registry_config_without_weights(tmp_path, capsys):
     from litgpt.__main__ import run_command
-    from litgpt.finetune.classification import setup
+    from litgpt.finetune import setup
 
     _, err = cli_error(capsys, ["--data_dir", TOY, "--output_dir", tmp_path / "o", "--model_name", "roberta-tiny"],
                        main=lambda args: run_command(setup, args, prog="t"))
@@ -456,7 +461,7 @@ def test_batches_group_by_length_and_cover_everything():
 
 def test_bare_flags():
     from litgpt.__main__ import normalize_argv
-    from litgpt.finetune.classification import setup
+    from litgpt.finetune import setup
 
     assert normalize_argv(setup, ["--use_agnews", "--num_labels", "4", "--resume"]) == [
         "--use_agnews", "true", "--num_labels", "4", "--resume", "true"]

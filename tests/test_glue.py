@@ -14,7 +14,7 @@ REGRESSION = ROOT / "data" / "test_data_regression"
 
 def finetune_main(args):
     from litgpt.__main__ import run_command
-    from litgpt.finetune.classification import setup
+    from litgpt.finetune import setup
 
     run_command(setup, [str(a) for a in args], prog="litgpt finetune")
 
@@ -29,7 +29,7 @@ def tiny_run(data_dir, out, model="roberta-tiny", *extra):
 def test_loss_equals_hf(problem_type):
     from transformers import RobertaForSequenceClassification as HFClassifier
 
-    from litgpt.model_roberta import classification_loss
+    from litgpt.losses import classification_loss
 
     num_labels = {"regression": 1, "multi_label_classification": 3}.get(problem_type, 3)
     torch.manual_seed(0)
@@ -203,7 +203,7 @@ def test_glue_all_prints_the_table(tmp_path, capsys):
     assert set(results["tasks"]) == {"CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI"}
     assert set(results["tasks"]["STS-B"]["metrics"]) == {"pearson", "spearman"}
     assert set(results["tasks"]["MRPC"]["metrics"]) == {"f1", "accuracy"}
-    assert json.loads((out / "CoLA" / "metrics.json").read_text())["selected_by"] == "mcc"
+    assert json.loads((out / "CoLA" / "metrics.json").read_text())["selected_by"]["metric"] == "mcc"
 
     seeds_out = tmp_path / "seeds"
     finetune_main(["--glue", "RTE", "--data_dir", root / "RTE", "--output_dir", seeds_out, "--model_name",

@@ -19,9 +19,13 @@ QA = ROOT / "data" / "test_data_qa"
 
 def finetune_main(args):
     from litgpt.__main__ import run_command
-    from litgpt.finetune.classification import setup
+    from litgpt.finetune import setup
 
     run_command(setup, [str(a) for a in args], prog="litgpt finetune")
+
+
+def paragraphs(path: Path):
+    return [p for article in json.loads(path.read_text())["data"] for p in article["paragraphs"]]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,7 @@ def bpe_dir(tmp_path_factory):
     from litgpt.train_tokenizer import train_tokenizer
 
     texts = [" ".join(s) for s in read_tagged(NER / "train.conll").sentences]
-    texts += [p["context"] for p in json.loads((QA / "train.json").read_text())["data"][0]["paragraphs"]]
+    texts += [p["context"] for p in paragraphs(QA / "train.json")]
     folder = tmp_path_factory.mktemp("bpe")
     train_tokenizer(texts, vocab_size=500, out_dir=folder)
     return folder
@@ -121,9 +125,9 @@ def test_windows_equal_hf_and_map_back_to_the_context(bpe_dir):
 
     ours = Tokenizer(bpe_dir)
     theirs = transformers.AutoTokenizer.from_pretrained(bpe_dir)
-    paragraphs = json.loads((QA / "test.json").read_text())["data"][0]["paragraphs"]
-    context = " ".join(p["context"] for p in paragraphs[:3])
-    answer = paragraphs[2]["context"].split(" was born in ")[1].split(" in ")[0]
+    people = paragraphs(QA / "test.json")
+    context = " ".join(p["context"] for p in people[:3])
+    answer = people[2]["context"].split(" was born in ")[1].split(" in ")[0]
     start = context.index(" was born in " + answer) + len(" was born in ")
     examples = [QAExample("a", "Where was the third person born?", context, [(answer, start)], "q1"),
                 QAExample("b", "Who has a dog?", context, [], "q2")]
@@ -232,7 +236,7 @@ def test_qa_end_to_end(tmp_path, capsys):
     assert {"exact_match", "f1", "null_threshold", "has_answer_f1", "no_answer_accuracy"} <= set(metrics)
     assert metrics["squad_version"] == "2.0" and metrics["max_length"] == 40
     predictions = json.loads((out / "predictions.json").read_text())
-    ids = [q["id"] for p in json.loads((QA / "test.json").read_text())["data"][0]["paragraphs"] for q in p["qas"]]
+    ids = [q["id"] for p in paragraphs(QA / "test.json") for q in p["qas"]]
     assert sorted(predictions) == sorted(ids) and all(isinstance(v, str) for v in predictions.values())
     hf = transformers.AutoModelForQuestionAnswering.from_pretrained(out).eval()
     reader = QuestionAnswerer.load(out, device="cpu")

@@ -17,7 +17,7 @@ The train loader is iterated epoch after epoch: when an iterator is exhausted, `
 epoch, reshuffled from (seed, epoch) and re-masked. Ranks: `connect(rank=, world_size=)` gives each DDP rank a
 disjoint shard of every epoch (for streaming data litdata does the split from torch.distributed). Do not pass the
 loaders through `fabric.setup_dataloaders` (it would replace the sampler); move batches to the device yourself.
-Classification (`litgpt.data.classification`) follows the same contract with its own `connect` arguments.
+The finetuning data modules (`litgpt.data.finetuning`) follow the same contract with their own `connect` arguments.
 """
 
 from pathlib import Path
@@ -123,78 +123,6 @@ class DataModule:
             self._pending_state = state["loader"]
         else:
             loader.load_state_dict(state["loader"])
-
-
-class FinetuneDataModule(DataModule):
-    """What the finetuning data modules (classification, NER, QA) share: `connect` with an evaluation batch size,
-    the epoch's shuffle, and loaders of length-grouped batches (`EpochBatches`), shuffled and sharded by rank for
-    training, longest first for evaluation. Finetuning resumes at an epoch boundary, so no loader position is saved.
-
-    A subclass tokenizes its splits in `setup()` into `self._train_set` / `self._test_set` (`ExampleList`s) and
-    names its `collator()`."""
-
-    default_max_length = 512
-    # evaluation splits whose examples must all be on one rank (entities need whole sentences, answers all of a
-    # context's windows) are evaluated whole on every rank
-    shard_evaluation = True
-    _train_set: Optional["ExampleList"] = None
-    _test_set: Optional["ExampleList"] = None
-
-    def connect(self, tokenizer: Any, batch_size: int = 1, max_seq_length: Optional[int] = None, seed: int = 42,
-                rank: int = 0, world_size: int = 1, eval_batch_size: Optional[int] = None) -> None:
-        """Hands over what the data needs from the run; `eval_batch_size` defaults to twice `batch_size`."""
-        check_batching(batch_size, max_seq_length, rank, world_size)
-        check_batching(eval_batch_size or 2 * batch_size, None, rank, world_size)
-        self.tokenizer = tokenizer
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or 2 * batch_size
-        self.max_seq_length = max_seq_length or getattr(tokenizer, "model_max_length", None) or self.default_max_length
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self._train_loader = None
-
-    def collator(self) -> Callable:
-        raise NotImplementedError
-
-    def _make_train_loader(self) -> Any:
-        return self.loader(self._train_set, self.batch_size, shuffle=True)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Selects the epoch's shuffle of the train loader."""
-        self.train_dataloader().batch_sampler.set_epoch(epoch)
-
-    def val_dataloader(self) -> Any:
-        """The test split, longest first (each rank its share, or all of it: `shard_evaluation`)."""
-        return self.loader(self._test_set, self.eval_batch_size, shuffle=False)
-
-    def loader(self, dataset: Optional["ExampleList"], batch_size: int, shuffle: bool) -> Any:
-        from torch.utils.data import DataLoader
-
-        if dataset is None:
-            raise RuntimeError(f"{type(self).__name__}: call setup() before asking for a loader")
-        rank, world_size = (self.rank, self.world_size) if shuffle or self.shard_evaluation else (0, 1)
-        batches = EpochBatches(len(dataset), batch_size, shuffle, self.seed, rank, world_size, lengths=dataset.lengths)
-        return DataLoader(dataset, batch_sampler=batches, collate_fn=self.collator(),
-                          num_workers=getattr(self, "num_workers", 0))
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"module": type(self).__name__, "loader": None}
-
-
-class ExampleList(torch.utils.data.Dataset):
-    """Prepared examples, each with its `input_ids` (or itself a sequence of ids first), for length-grouped
-    batches."""
-
-    def __init__(self, examples: Sequence[Any]) -> None:
-        self.examples = list(examples)
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.examples[i]
-
-    @property
-    def lengths(self) -> List[int]:
-        return [len(getattr(e, "input_ids", None) or e[0]) for e in self.examples]
 
 
 def check_batching(batch_size: int, max_seq_length: Optional[int], rank: int, world_size: int) -> None:

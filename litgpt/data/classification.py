@@ -6,11 +6,12 @@ beside the splits (one class name per line, in id order, as `--label_names`), el
 train split. A pair is encoded as the model's tokenizer encodes one (`<s> a </s></s> b </s>`, `[CLS] a [SEP] b
 [SEP]` with token types), truncated longest-first (HF's default) to `max_seq_length`.
 
-How the finetuning loop uses it (the pretraining modules' contract, see `litgpt.data.base`)::
+How the finetuning loop uses it (the pretraining modules' contract, see `litgpt.data.base`; the splits, see
+`litgpt.data.finetuning`)::
 
-    data = ClassificationDataModule(data_dir, num_labels)   # reads and checks both splits now
+    data = ClassificationDataModule(data_dir, num_labels)   # reads and checks every split now
     data.connect(tokenizer, batch_size, max_seq_length, seed=..., rank=..., world_size=...)
-    data.setup()                                            # tokenizes both splits
+    data.setup()                                            # tokenizes them
     train_loader, val_loader = data.train_dataloader(), data.val_dataloader()
     for epoch in ...:
         data.set_epoch(epoch)                               # the epoch's shuffle
@@ -26,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from litgpt.data.agnews import AGNEWS_LABELS, check_agnews_labels, fetch_agnews
-from litgpt.data.base import ExampleList, FinetuneDataModule
+from litgpt.data.finetuning import ExampleList, FinetuneDataModule
 from litgpt.data.labelled import (
     PROBLEM_TYPES,
     SUFFIXES,
@@ -45,18 +46,23 @@ __all__ = ["AGNEWS_LABELS", "ClassificationCollator", "ClassificationDataModule"
 
 @dataclass
 class ClassificationDataModule(FinetuneDataModule):
-    """The `train` and `test` splits of a folder of labelled text (layouts in the module docstring). Both are read
-    and checked on creation, so bad data fails before any other work; `setup()` tokenizes them.
+    """The `train`, `validation` and `test` splits of a folder of labelled text (layouts in the module docstring;
+    the validation split as `litgpt.data.finetuning` finds it). Every split is read and checked on creation, so bad
+    data fails before any other work; `setup()` tokenizes them.
 
     Args:
-        data_dir: Folder holding the train and test splits (.json, .jsonl, .csv or .tsv).
+        data_dir: Folder holding the train and test splits (.json, .jsonl, .csv or .tsv), and optionally validation.
         num_labels: Number of classes.
         use_agnews: Read AG News (4 classes), also in its original header-less CSV.
         label_names: Class names in id order, mapping name labels to ids.
         num_workers: DataLoader worker processes.
         problem_type: `single_label`, `regression` or `multi_label` (see the module docstring).
         text_columns: The text column, or the two columns of a pair; default: found by name.
-        glue_task: Read the GLUE task of this name (`litgpt.data.glue`) from `data_dir` in GLUE's own layout.
+        glue_task: Read the GLUE task of this name (`litgpt.data.glue`) from `data_dir` in GLUE's own layout; its
+            dev split plays the test split's part.
+        val_fraction: Without a validation file, hold out this share of train (stratified for single labels).
+        seed: Draws the held-out share.
+        select_on: "dev" makes a GLUE task's dev split the validation split too (the papers' practice).
     """
 
     data_dir: Path
@@ -67,6 +73,10 @@ class ClassificationDataModule(FinetuneDataModule):
     problem_type: str = "single_label"
     text_columns: Optional[List[str]] = None
     glue_task: Optional[str] = None
+    val_fraction: Optional[float] = None
+    seed: int = 42
+    select_on: str = "validation"
+    split_suffixes = SUFFIXES
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -84,43 +94,49 @@ class ClassificationDataModule(FinetuneDataModule):
         elif label_names is None and (self.data_dir / "labels.txt").is_file():
             names_from = str(self.data_dir / "labels.txt")
             label_names = read_label_names(self.data_dir / "labels.txt")
-        # further evaluation splits beside `test` (MNLI's mismatched dev set), scored with the best weights at the end
+        # further evaluation splits beside `test` (MNLI's mismatched dev set), scored with the chosen weights
         self.extra_tests: Dict[str, Split] = {}
+        strata = (lambda split: split.raw_labels) if self.problem_type == "single_label" else None
         if self.glue_task is not None:
             from litgpt.data.glue import read_glue
 
             self.train, self.test, self.extra_tests = read_glue(self.glue_task, self.data_dir)
+            if self.select_on == "dev":
+                self.validation, self.selection = self.test, "dev"
+                self.validation_from = f"{self.test.path.name}, the split reported (the papers' practice)"
+            else:
+                self.hold_out(self.val_fraction, self.seed, strata)
         elif self.use_agnews and not any((self.data_dir / f"train{suffix}").is_file() for suffix in SUFFIXES):
             self.train, self.test = (parquet_split(path) for path in fetch_agnews().values())
+            self.hold_out(self.val_fraction, self.seed, strata)
         else:
-            self.train, self.test = (read_split(find_split_file(self.data_dir, name), self.use_agnews,
-                                                self.text_columns, self.problem_type) for name in ("train", "test"))
-        for split in (self.test, *self.extra_tests.values()):
+            def read(path: Path) -> Split:
+                return read_split(path, self.use_agnews, self.text_columns, self.problem_type)
+
+            self.train = read(find_split_file(self.data_dir, "train"))
+            self.find_validation(read, self.val_fraction, self.seed, strata)
+            self.test = read(find_split_file(self.data_dir, "test"))
+        evaluated = [s for s in (self.validation, self.test, *self.extra_tests.values()) if s is not None]
+        evaluated = list({id(s): s for s in evaluated}.values())  # GLUE's dev split may be validation and test
+        for split in evaluated:
             if (split.texts_b is None) != (self.train.texts_b is None):
                 pair, single = (self.train, split) if split.texts_b is None else (split, self.train)
                 raise UsageError(f"{pair.path} holds sentence pairs but {single.path} single texts; give both "
                                  "splits the same text columns")
-        self.id2label = assign_labels(self.train, [self.test, *self.extra_tests.values()], self.num_labels,
-                                      label_names, names_from=names_from, problem_type=self.problem_type)
+        self.id2label = assign_labels(self.train, evaluated, self.num_labels, label_names, names_from=names_from,
+                                      problem_type=self.problem_type)
+        if self.validation is not None and self.problem_type != "regression":
+            check_learnable(self.train, self.validation, self.id2label, self.problem_type == "multi_label")
         if self.use_agnews:
             check_agnews_labels(self.train.labels, str(self.train.path))
-        self._train_set: Optional[ExampleList] = None
-        self._test_set: Optional[ExampleList] = None
-        self._extra_sets: Dict[str, ExampleList] = {}
+        self._sets: Dict[str, ExampleList] = {}
         self._train_loader: Optional[DataLoader] = None
 
-    @property
-    def fingerprint(self) -> str:
-        """A hash of the texts and label ids of both splits; a resumed run checks it sees the same data."""
-        import hashlib
+    def splits(self) -> Dict[str, Split]:
+        return {**super().splits(), **self.extra_tests}
 
-        h = hashlib.sha256()
-        for split in (self.train, self.test, *self.extra_tests.values()):
-            for i, (text, label) in enumerate(zip(split.texts, split.labels)):
-                second = "" if split.texts_b is None else f"\t{split.texts_b[i]}"
-                h.update(f"{label}\t{text}{second}\n".encode("utf-8"))
-            h.update(b"\x00")
-        return h.hexdigest()
+    def fingerprint_parts(self, split: Split) -> Any:
+        return [split.texts, split.texts_b, split.labels]
 
     @property
     def pairs(self) -> bool:
@@ -128,19 +144,15 @@ class ClassificationDataModule(FinetuneDataModule):
 
     def setup(self, stage: str = "") -> None:
         self._require_connected()
-        self._train_set = tokenize_split(self.train, self.tokenizer, self.max_seq_length)
-        self._test_set = tokenize_split(self.test, self.tokenizer, self.max_seq_length)
-        self._extra_sets = {name: tokenize_split(split, self.tokenizer, self.max_seq_length)
-                            for name, split in self.extra_tests.items()}
+        tokenized: Dict[int, ExampleList] = {}  # a split that plays two parts is tokenized once
+        for name, split in self.splits().items():
+            if id(split) not in tokenized:
+                tokenized[id(split)] = tokenize_split(split, self.tokenizer, self.max_seq_length)
+            self._sets[name] = tokenized[id(split)]
         self._train_loader = None
 
     def collator(self) -> "ClassificationCollator":
         return ClassificationCollator(self.tokenizer.pad_id, self.problem_type, self.num_labels)
-
-    def extra_dataloaders(self) -> Dict[str, DataLoader]:
-        """The further evaluation splits (`extra_tests`), by name."""
-        return {name: self.loader(dataset, self.eval_batch_size, shuffle=False)
-                for name, dataset in self._extra_sets.items()}
 
 
 # ---- labels ---------------------------------------------------------------------------------------------------
@@ -202,6 +214,17 @@ def assign_labels(train: Split, tests: Sequence[Split], num_labels: int, label_n
                              f"only go up to {top}; pass --num_labels {top + 1}")
         return {i: f"LABEL_{i}" for i in range(num_labels)}
     return dict(enumerate(names))
+
+
+def check_learnable(train: Split, validation: Split, id2label: Dict[int, str], multi: bool) -> None:
+    """Every class of the validation split occurs in train: the model could never predict one that does not."""
+    known = {label for labels in train.labels for label in (labels if multi else [labels])}
+    for i, labels in enumerate(validation.labels):
+        unseen = [label for label in (labels if multi else [labels]) if label not in known]
+        if unseen:
+            raise UsageError(f"{validation.where(i)}: label {id2label.get(unseen[0], unseen[0])!r} never occurs in "
+                             f"{train.path.name}, so the model cannot learn it; a validation split holds the train "
+                             "split's classes")
 
 
 # ---- tensors and batches ----------------------------------------------------------------------------------------

@@ -20,13 +20,14 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from litgpt.data.base import ExampleList, FinetuneDataModule
+from litgpt.data.finetuning import ExampleList, FinetuneDataModule
 from litgpt.data.labelled import find_split_file
 from litgpt.data.readers import read_text
+from litgpt.packing import pack_tokens
 from litgpt.utils import UsageError, pad_right
 
 SUFFIXES = (".conll", ".txt", ".bio", ".jsonl", ".json")
@@ -34,12 +35,15 @@ SUFFIXES = (".conll", ".txt", ".bio", ".jsonl", ".json")
 
 @dataclass
 class TaggedSplit:
-    """Sentences of words with one tag per word; `rows[i]` says where sentence i starts ("line 12", "record 3")."""
+    """Sentences of words with one tag per word; `rows[i]` says where sentence i starts ("line 12", "record 3") and
+    `documents[i]` which document it belongs to (CoNLL's `-DOCSTART-` lines begin one; without them, and in JSON,
+    each sentence is its own), so a carved validation split takes whole documents."""
 
     path: Path
     sentences: List[List[str]] = field(default_factory=list)
     tags: List[List[str]] = field(default_factory=list)
     rows: List[str] = field(default_factory=list)
+    documents: List[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.sentences)
@@ -64,7 +68,7 @@ def read_tagged(path: Path) -> TaggedSplit:
 def _read_conll(path: Path, text: str, split: TaggedSplit) -> None:
     words: List[str] = []
     tags: List[str] = []
-    start = 0
+    start, document, marked = 0, 0, False
     for n, line in enumerate(text.splitlines() + [""], 1):
         columns = line.split()
         if not columns or columns[0] == "-DOCSTART-":
@@ -72,6 +76,9 @@ def _read_conll(path: Path, text: str, split: TaggedSplit) -> None:
                 split.sentences.append(words)
                 split.tags.append(tags)
                 split.rows.append(f"line {start}")
+                split.documents.append(document if marked else -len(split.documents) - 1)  # before any: alone
+            if columns:
+                document, marked = document + 1, True
             words, tags = [], []
             continue
         if len(columns) < 2:
@@ -114,16 +121,19 @@ def _read_json_sentences(path: Path, text: str, split: TaggedSplit) -> None:
             split.sentences.append(words)
             split.tags.append(tags)
             split.rows.append(row)
+            split.documents.append(len(split.documents))
 
 
-def label_set(train: TaggedSplit, test: TaggedSplit) -> List[str]:
-    """The train split's tags, `O` first; a test tag outside them is an error (see the module docstring)."""
+def label_set(train: TaggedSplit, evaluated: Sequence[TaggedSplit]) -> List[str]:
+    """The train split's tags, `O` first; a validation or test tag outside them is an error (see the module
+    docstring)."""
     known = {t for tags in train.tags for t in tags}
-    for i, tags in enumerate(test.tags):
-        for tag in tags:
-            if tag not in known:
-                raise UsageError(f"{test.where(i)}: tag {tag!r} never occurs in {train.path.name}, so the model "
-                                 "cannot learn it; fix the tag, or add training sentences that have it")
+    for split in evaluated:
+        for i, tags in enumerate(split.tags):
+            for tag in tags:
+                if tag not in known:
+                    raise UsageError(f"{split.where(i)}: tag {tag!r} never occurs in {train.path.name}, so the model "
+                                     "cannot learn it; fix the tag, or add training sentences that have it")
     return sorted(known, key=lambda t: (t != "O", t))
 
 
@@ -178,50 +188,60 @@ def tokenize_tagged(split: TaggedSplit, tokenizer: Any, label2id: Dict[str, int]
 
 
 class TaggedCollator:
-    """Windows -> `input_ids`, `attention_mask`, `labels` (pads: -100), padded to the longest in the batch."""
+    """Windows -> `input_ids`, `attention_mask`, `labels` (pads: -100), padded to the longest in the batch, and the
+    batch's `packing` (`litgpt.packing`) whose selected positions are the labelled tokens: the packed head scores
+    only those."""
 
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
 
     def __call__(self, items: Sequence[Window]) -> Dict[str, torch.Tensor]:
         ids = [torch.tensor(w.input_ids, dtype=torch.long) for w in items]
-        return {"input_ids": pad_right(ids, self.pad_id),
-                "attention_mask": pad_right([torch.ones_like(t) for t in ids], 0),
-                "labels": pad_right([torch.tensor(w.labels, dtype=torch.long) for w in items], -100)}
+        batch = {"input_ids": pad_right(ids, self.pad_id),
+                 "attention_mask": pad_right([torch.ones_like(t) for t in ids], 0),
+                 "labels": pad_right([torch.tensor(w.labels, dtype=torch.long) for w in items], -100)}
+        batch["packing"] = pack_tokens(batch["attention_mask"], batch["labels"].ne(-100))
+        return batch
 
 
 @dataclass
 class TokenClassificationDataModule(FinetuneDataModule):
-    """The `train` and `test` splits of a folder of tagged sentences (layouts in the module docstring), read and
-    checked on creation; `setup()` splits words into sub-words and windows. Every rank scores the whole test split
-    (entity metrics need whole sentences).
+    """The `train`, `validation` and `test` splits of a folder of tagged sentences (layouts in the module docstring;
+    the validation split as `litgpt.data.finetuning` finds it, carved as whole documents), read and checked on
+    creation; `setup()` splits words into sub-words and windows. Every rank scores a whole evaluation split (entity
+    metrics need whole sentences).
 
     Args:
-        data_dir: Folder holding the train and test splits.
+        data_dir: Folder holding the train and test splits, and optionally validation.
         num_workers: DataLoader worker processes.
+        val_fraction: Without a validation file, hold out this share of train's sentences (whole documents).
+        seed: Draws the held-out documents.
     """
 
     data_dir: Path
     num_workers: int = 0
+    val_fraction: Optional[float] = None
+    seed: int = 42
     shard_evaluation = False
+    split_suffixes = SUFFIXES
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
         self.train = read_tagged(find_split_file(self.data_dir, "train", SUFFIXES))
+        self.find_validation(read_tagged, self.val_fraction, self.seed, groups=lambda split: split.documents)
         self.test = read_tagged(find_split_file(self.data_dir, "test", SUFFIXES))
-        self.labels = label_set(self.train, self.test)
+        self.labels = label_set(self.train, [s for s in (self.validation, self.test) if s is not None])
         self.label2id = {t: i for i, t in enumerate(self.labels)}
         self.id2label = dict(enumerate(self.labels))
 
+    def fingerprint_parts(self, split: TaggedSplit) -> Any:
+        return [split.sentences, split.tags]
+
     def setup(self, stage: str = "") -> None:
         self._require_connected()
-        self._train_set = tokenize_tagged(self.train, self.tokenizer, self.label2id, self.max_seq_length)
-        self._test_set = tokenize_tagged(self.test, self.tokenizer, self.label2id, self.max_seq_length)
+        self._sets = {name: tokenize_tagged(split, self.tokenizer, self.label2id, self.max_seq_length)
+                      for name, split in self.splits().items()}
         self._train_loader = None
 
     def collator(self) -> TaggedCollator:
         return TaggedCollator(self.tokenizer.pad_id)
-
-    def test_windows(self) -> List[Window]:
-        """The test windows in the val loader's order (longest first, as `EpochBatches` evaluates)."""
-        return [self._test_set.examples[i] for batch in self.val_dataloader().batch_sampler for i in batch]

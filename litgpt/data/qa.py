@@ -26,9 +26,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from litgpt.data.base import ExampleList, FinetuneDataModule
+from litgpt.data.finetuning import ExampleList, FinetuneDataModule
 from litgpt.data.labelled import find_split_file
 from litgpt.data.readers import read_text
+from litgpt.packing import pack_tokens
 from litgpt.utils import UsageError, pad_right
 
 
@@ -39,6 +40,7 @@ class QAExample:
     context: str
     answers: List[Tuple[str, int]]  # (text, character start); empty for an unanswerable question
     where: str
+    article: int = 0  # its article's index in the file: a carved validation split takes whole articles
 
 
 @dataclass
@@ -70,14 +72,14 @@ def read_squad(path: Path) -> QASplit:
             if not isinstance(context, str) or not context.strip() or not isinstance(paragraph.get("qas"), list):
                 raise UsageError(f"{where}: expected a non-empty 'context' and a list of 'qas'")
             for q, qa in enumerate(paragraph["qas"], 1):
-                split.examples.append(_example(qa, context, f"{where}, question {q}", seen))
+                split.examples.append(_example(qa, context, f"{where}, question {q}", seen, a))
                 split.version_2 |= isinstance(qa, dict) and "is_impossible" in qa
     if not split.examples:
         raise UsageError(f"{path}: no questions; expected SQuAD's format with 'paragraphs' and 'qas'")
     return split
 
 
-def _example(qa: Any, context: str, where: str, seen: set) -> QAExample:
+def _example(qa: Any, context: str, where: str, seen: set, article: int) -> QAExample:
     if not isinstance(qa, dict) or not isinstance(qa.get("question"), str) or not qa["question"].strip():
         raise UsageError(f"{where}: expected an object with a non-empty 'question'")
     qid = str(qa.get("id", where))
@@ -100,7 +102,7 @@ def _example(qa: Any, context: str, where: str, seen: set) -> QAExample:
             raise UsageError(f"{where}: answer {text!r} is not in its context at answer_start {start} (the context "
                              f"there reads {context[start : start + len(text)]!r})")
         answers.append((text, start))
-    return QAExample(qid, qa["question"].strip(), context, answers, where)
+    return QAExample(qid, qa["question"].strip(), context, answers, where, article)
 
 
 # ---- windows ------------------------------------------------------------------------------------------------------
@@ -203,31 +205,43 @@ class QACollator:
                  "end_positions": torch.tensor([w.end for w in items])}
         if self.token_types:
             batch["token_type_ids"] = pad_right([torch.tensor(w.token_types, dtype=torch.long) for w in items], 0)
+        batch["packing"] = pack_tokens(batch["attention_mask"], batch["attention_mask"])  # every real token scores
         return batch
 
 
 @dataclass
 class QADataModule(FinetuneDataModule):
-    """SQuAD `train.json` and `test.json` of a folder, read and checked on creation; `setup()` makes the windows.
-    Every rank answers the whole test split (an answer needs all of its context's windows).
+    """SQuAD `train.json`, `validation.json` (or `dev.json`, or a carved share of train's articles) and `test.json`
+    of a folder, read and checked on creation; `setup()` makes the windows. Every rank answers a whole evaluation
+    split (an answer needs all of its context's windows).
 
     Args:
-        data_dir: Folder holding train.json and test.json.
+        data_dir: Folder holding train.json and test.json, and optionally validation.json.
         doc_stride: Tokens shared by consecutive windows of a long context; default: a quarter of the window.
         num_workers: DataLoader worker processes.
+        val_fraction: Without a validation file, hold out this share of train's questions (whole articles).
+        seed: Draws the held-out articles.
     """
 
     data_dir: Path
     doc_stride: Optional[int] = None
     num_workers: int = 0
+    val_fraction: Optional[float] = None
+    seed: int = 42
     default_max_length = 384
     shard_evaluation = False
+    split_suffixes = (".json",)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
         self.train = read_squad(find_split_file(self.data_dir, "train", (".json",)))
+        self.find_validation(read_squad, self.val_fraction, self.seed,
+                             groups=lambda split: [e.article for e in split.examples])
         self.test = read_squad(find_split_file(self.data_dir, "test", (".json",)))
-        self.version_2 = self.train.version_2 or self.test.version_2
+        self.version_2 = any(split.version_2 for split in self.splits().values())
+
+    def fingerprint_parts(self, split: QASplit) -> Any:
+        return [(e.id, e.question, e.context, e.answers) for e in split.examples]
 
     def connect(self, tokenizer: Any, batch_size: int = 1, max_seq_length: Optional[int] = None, seed: int = 42,
                 rank: int = 0, world_size: int = 1, eval_batch_size: Optional[int] = None) -> None:
@@ -236,15 +250,10 @@ class QADataModule(FinetuneDataModule):
 
     def setup(self, stage: str = "") -> None:
         self._require_connected()
-        self._train_set = ExampleList(make_windows(self.tokenizer, self.train.examples, self.max_seq_length,
-                                                   self.doc_stride))
-        self._test_set = ExampleList(make_windows(self.tokenizer, self.test.examples, self.max_seq_length,
-                                                  self.doc_stride))
+        self._sets = {name: ExampleList(make_windows(self.tokenizer, split.examples, self.max_seq_length,
+                                                     self.doc_stride))
+                      for name, split in self.splits().items()}
         self._train_loader = None
 
     def collator(self) -> QACollator:
         return QACollator(self.tokenizer.pad_id, self.tokenizer.wordpiece)
-
-    def test_windows(self) -> List[QAWindow]:
-        """The test windows in the val loader's order."""
-        return [self._test_set.examples[i] for batch in self.val_dataloader().batch_sampler for i in batch]

@@ -1,83 +1,187 @@
-"""What the finetuning tasks share: finding the starting weights (`find_weights`), fitting `--max_length` to the
-model, the learning-rate schedule and the optimizer step; and for the token-level tasks (`ner.py`, `qa.py`) the
-run's setup from `FinetuneArgs`, the epoch loop that evaluates on the test split after every epoch and keeps the best
-epoch's weights, and the HF export:
+"""The one finetuning loop every task (classification, GLUE, NER, QA) runs: train an epoch, score the validation
+split, keep the best epoch, and at the end score the test split once with the chosen model.
 
-    check_output(args)                  the output folder may be written (before the data is read)
-    run = prepare(args, data, texts)    the weights found and checked against the encoder, the settings fixed
-    launch(run, task_main)              Fabric -> task_main(fabric, run), which calls
-        start(fabric, run, make_model)  -> model, optimizer, scheduler (folder marked, data tokenized)
-        fit_epochs(...)                 -> the best epoch {"epoch", "metrics", "model", "history"}
-        save(run, best, report)         the HF folder and metrics.json
+    run = prepare.prepare(args, data, head, texts, ...)     the weights found, the settings fixed
+    launch(run, make_task)                                  Fabric -> fit(fabric, run, make_task(fabric, run))
+
+What may choose is the validation split alone (`litgpt.data.finetuning` says where it comes from): the best epoch
+by the task's metric (ties: the lower validation loss), the figures a task derives from it (QA's null threshold),
+and early stopping after `--patience` epochs without a better one. Without a validation split nothing is chosen and
+the last epoch is the model. The test split never feeds back: it is scored once, after training, and a run whose
+test labels were shuffled writes the same weights.
+
+After every epoch `output_dir/train_state.pt` holds everything needed to continue (model, optimizer, scheduler, RNG,
+the best epoch so far, the history); `--resume` continues from it and ends with the uninterrupted run's weights.
+
+`metrics.json`: the test figures at the top level (as each task reports them), then `"test"` (the same figures),
+`"validation"` (the chosen epoch's figures and the per-epoch `"history"`) and `"selected_by"` ({"split",
+"metric", "source"}).
 """
 
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Optional
 
 import torch
 
-from litgpt.args import FinetuneArgs
-from litgpt.checkpoint import check_state_dict, find_checkpoint
-from litgpt.config import Config, name_to_config
-from litgpt.export import check_output_dir, prepare_output_dir, save_hf_dir
-from litgpt.model_roberta import RobertaModel, headed_names
-from litgpt.run import default_precision, make_fabric, plain, unwrap
-from litgpt.utils import UsageError, atomic_write_text, make_adamw
+from litgpt.export import STATE_FILE, prepare_output_dir, save_adapters, save_finetuned
+from litgpt.finetune.prepare import Run, hparams, make_scheduler
+from litgpt.kernels import add_lora
+from litgpt.run import make_fabric, unwrap
+from litgpt.utils import atomic_torch_save, capture_rng, make_adamw, restore_rng
 
 
-# ---- what every finetuning task shares -------------------------------------------------------------------------
-def find_weights(model_name: str, from_scratch: bool, texts: List[str], texts_from: Path
-                 ) -> Tuple[Config, Optional[Dict[str, torch.Tensor]], Any, str]:
-    """Any finetuning task's starting point: (config, the checkpoint's state dict in headed names, or None for
-    random init with a tokenizer trained on `texts`, the tokenizer, where the weights came from)."""
-    known = ", ".join(sorted(name_to_config))
-    if from_scratch:
-        from litgpt.train_tokenizer import train_tokenizer
+@dataclass
+class Task:
+    """What a task gives the loop."""
 
-        if model_name not in name_to_config:
-            raise UsageError(f"--from_scratch: --model_name {model_name!r} is not a registry config; known: {known}")
-        config = Config.from_name(model_name)
-        tokenizer = train_tokenizer(texts, vocab_size=config.vocab_size,
-                                    kind="wordpiece" if config.model_type == "bert" else "bpe")
-        config = replace(config, pad_token_id=tokenizer.pad_id, bos_token_id=tokenizer.bos_id,
-                         eos_token_id=tokenizer.eos_id, mask_token_id=tokenizer.mask_id)
-        source = (f"random init from the {model_name} config (--from_scratch), tokenizer trained on "
-                  f"{texts_from} ({tokenizer.vocab_size} tokens)")
-        return config, None, tokenizer, source
-
-    loaded = find_checkpoint(model_name, "--model_name", hint="; or add --from_scratch with a registry config such"
-                                                              " as roberta-tiny")
-    if loaded is None:
-        if model_name in name_to_config:
-            raise UsageError(f"--model_name {model_name}: a registry config without published weights; add "
-                             "--from_scratch to train it from random init, or pass a checkpoint dir")
-        raise UsageError(f"--model_name {model_name}: not a folder, a registry name ({known}) or a HuggingFace "
-                         "repo id")
-    return loaded.config, headed_names(loaded.state_dict), loaded.load_tokenizer(), loaded.source
+    make_model: Callable[[], torch.nn.Module]  # the model with a new head, built after seeding
+    loss: Callable[[torch.nn.Module, Dict[str, Any]], torch.Tensor]  # a training batch's loss
+    # (model, split, chosen) -> the split's figures, with "loss" and `metric`; `chosen` is what validation chose
+    # (the chosen epoch's validation figures) when the test split is scored, {} while choosing or without one
+    evaluate: Callable[[torch.nn.Module, str, Dict[str, Any]], Dict[str, Any]]
+    metric: str  # the validation figure that chooses the epoch (higher is better)
+    summary: str  # what the run trains on, for its first lines
+    # (model, test figures) -> metrics.json's top level (the task may score further splits or write files here;
+    # the model is in eval mode)
+    finish: Callable[[torch.nn.Module, Dict[str, Any]], Dict[str, Any]]
+    show: Callable[[Dict[str, Any]], str]  # metrics.json -> the printed report
 
 
-def fit_max_length(max_length: int, config: Config) -> int:
-    if max_length <= config.block_size:
-        return max_length
-    if max_length == FinetuneArgs.max_length:  # the default, not a request: fit it to small models (noted in main)
-        return config.block_size
-    raise UsageError(f"--max_length {max_length}: the model reads at most {config.block_size} tokens")
+def launch(run: Run, make_task: Callable[[Any, Run], Task]) -> None:
+    """Starts Fabric; in each process `make_task(fabric, run)` (a module-level function, so spawned processes can
+    receive it) builds the task, and `fit` runs it."""
+    fabric = make_fabric(run.args.devices, run.args.accelerator, run.args.precision)
+    fabric.launch(_fit_task, run, make_task)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float):
-    """Linear warmup over `warmup_ratio` of the steps, then linear decay to 0 at the last step."""
-    warmup = math.ceil(total_steps * warmup_ratio)
+def _fit_task(fabric, run: Run, make_task: Callable[[Any, Run], Task]) -> None:
+    fit(fabric, run, make_task(fabric, run))
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def fit(fabric, run: Run, task: Task) -> None:
+    args, data = run.args, run.data
+    model, optimizer, scheduler, state = start(fabric, run, task)
+    train_loader = data.train_dataloader()
+    fabric.print(f"{task.summary}, {data.sizes()} examples, {len(train_loader)} steps per epoch, precision "
+                 f"{args.precision}{', compiled' if args.compile else ''}")
+    fabric.print(selection_line(data, task.metric))
+    for epoch in range(state["epoch"], args.num_epochs):
+        t0 = time.perf_counter()
+        record: Dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_epoch(fabric, model, optimizer, scheduler,
+                                                                               train_loader, data, task, epoch, args)}
+        improved = False
+        if data.validation is not None:
+            metrics = evaluate(model, task, "validation", {})
+            record.update({k: metrics[k] for k in dict.fromkeys(("loss", task.metric, "accuracy", "f1"))
+                           if isinstance(metrics.get(k), (int, float))})
+            improved = state["best"] is None or ranking(metrics, task) > ranking(state["best"]["metrics"], task)
+            if improved:
+                weights = {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}
+                state["best"] = {"epoch": epoch + 1, "metrics": metrics, "model": weights}
+        state["history"].append(record)
+        state["epoch"] = epoch + 1
+        shown = [f"train loss {record['train_loss']:.4f}"] + [f"validation {k} {v:.4f}" for k, v in record.items()
+                                                              if k not in ("epoch", "train_loss")]
+        fabric.print(f"epoch {epoch + 1}/{args.num_epochs} | {' | '.join(shown)} | {time.perf_counter() - t0:.1f}s"
+                     + (" | best so far" if improved else ""))
+        state["stopped"] = (bool(args.patience) and state["best"] is not None
+                            and epoch + 1 - state["best"]["epoch"] >= args.patience)
+        if fabric.global_rank == 0:
+            save_train_state(Path(args.output_dir) / STATE_FILE, state, run, fabric.world_size)
+        fabric.barrier()
+        if state["stopped"] and epoch + 1 < args.num_epochs:
+            fabric.print(f"Stopping early: no better validation {task.metric} in {args.patience} epoch(s)")
+            break
+
+    # the chosen model: the best validation epoch, else the last one; the test split is scored now, once
+    chosen = state["best"] or {"epoch": state["epoch"], "metrics": {}}
+    if state["best"] is not None:
+        unwrap(model).load_state_dict(state["best"]["model"])
+    model.eval()
+    with torch.no_grad():
+        test = task.evaluate(model, "test", chosen["metrics"])
+        report = {**task.finish(model, test), **selection_report(run, task, state, chosen, test)}
+    if fabric.global_rank == 0:
+        weights = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+        out = Path(args.output_dir)
+        if args.lora_r:
+            save_adapters(out, weights, run.config, report, args, trainable_names(model))
+        else:
+            save_finetuned(out, weights, run.config, report)
+        print(task.show(report))
+        print(f"Saved the finetuned model (epoch {chosen['epoch']}) to {out}")
+    fabric.barrier()
+
+
+def start(fabric, run: Run, task: Task):
+    """Seeds, marks the output folder, connects the data, builds the model (after seeding, so a new head is the
+    same every run), adds LoRA, sets up model, optimizer and schedule, and restores a saved state to resume."""
+    args, state = run.args, run.resume_state
+    if state is not None and state.get("world_size", 1) != fabric.world_size:
+        from litgpt.utils import UsageError
+
+        raise UsageError(f"--resume: the saved run trained on {state.get('world_size', 1)} device(s), now "
+                         f"{fabric.world_size}; resume with the same --devices")
+    fabric.seed_everything(args.seed, verbose=False)
+    if fabric.global_rank == 0:
+        prepare_output_dir(Path(args.output_dir), hparams(args), run.tokenizer, run.config, state is not None)
+    fabric.barrier()
+    fabric.print(f"Weights: {run.source}")
+    if run.max_length != args.max_length:
+        fabric.print(f"note: the model has {run.max_length} positions; using --max_length {run.max_length}",
+                     file=sys.stderr)
+    run.data.connect(run.tokenizer, batch_size=args.batch_size, max_seq_length=run.max_length, seed=args.seed,
+                     rank=fabric.global_rank, world_size=fabric.world_size, eval_batch_size=args.eval_batch_size)
+    run.data.setup()
+    model = task.make_model()
+    if run.weights is not None:  # checked in `prepare`; a BERT pooler the checkpoint lacks keeps its fresh init
+        model.load_state_dict(run.weights, strict=False)
+    if args.lora_r:
+        add_lora_adapters(fabric, model, args)
+    optimizer = make_adamw(model, args.learning_rate, args.weight_decay, fabric.device)
+    scheduler = make_scheduler(optimizer, len(run.data.train_dataloader()) * args.num_epochs, args.warmup_ratio)
+    model, optimizer = fabric.setup(model, optimizer)
+    if args.compile:  # every batch shape through one graph; evaluation too (the eval mode is a second one)
+        unwrap(model).compile(dynamic=True)
+    progress = {"epoch": 0, "best": None, "history": [], "stopped": False}
+    if state is not None:
+        unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        progress.update({k: state[k] for k in ("epoch", "best", "history")})
+        restore_rng(state["rng"])
+        fabric.print(f"Resumed {Path(args.output_dir) / STATE_FILE} after epoch {progress['epoch']}")
+    return model, optimizer, scheduler, {**progress, "model": model, "optimizer": optimizer, "scheduler": scheduler}
+
+
+def train_epoch(fabric, model, optimizer, scheduler, loader, data, task: Task, epoch: int, args) -> float:
+    """One epoch; returns the mean training loss over every rank's batches."""
+    from tqdm.auto import tqdm
+
+    model.train()
+    data.set_epoch(epoch)
+    loss_sum = torch.zeros((), device=fabric.device, dtype=torch.float64)
+    seen = 0
+    bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{args.num_epochs}", unit="step", leave=False,
+               disable=None if fabric.global_rank == 0 else True, file=sys.stderr)
+    for i, batch in enumerate(loader):
+        batch = {k: v.to(fabric.device, non_blocking=True) for k, v in batch.items()}
+        loss = task.loss(model, batch)
+        optimizer_step(fabric, model, optimizer, scheduler, loss, args.max_grad_norm)
+        loss_sum += loss.detach().double()
+        seen += 1
+        bar.update(1)
+        if not bar.disable and (i % 10 == 0 or i + 1 == len(loader)):
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+    bar.close()
+    totals = torch.stack([loss_sum, torch.tensor(float(seen), device=fabric.device, dtype=torch.float64)])
+    if fabric.world_size > 1:
+        totals = fabric.all_reduce(totals, reduce_op="sum")
+    return (totals[0] / totals[1].clamp(min=1)).item()
 
 
 def optimizer_step(fabric, model, optimizer, scheduler, loss: torch.Tensor, max_grad_norm: Optional[float]) -> None:
@@ -90,117 +194,78 @@ def optimizer_step(fabric, model, optimizer, scheduler, loss: torch.Tensor, max_
     scheduler.step()
 
 
-# ---- the token-level tasks' run ------------------------------------------------------------------------------
-@dataclass
-class Run:
-    """One finetuning run of a token-level task, as `setup` prepared it."""
-
-    args: FinetuneArgs
-    data: Any
-    config: Config
-    tokenizer: Any
-    weights: Optional[Dict[str, torch.Tensor]]  # the encoder's, or None for random init
-    source: str
-    max_length: int
+@torch.no_grad()
+def evaluate(model, task: Task, split: str, chosen: Dict[str, Any]) -> Dict[str, Any]:
+    model.eval()
+    metrics = task.evaluate(model, split, chosen)
+    model.train()
+    return metrics
 
 
-def prepare(args: FinetuneArgs, data: Any, texts: List[str], texts_from: Path, num_labels: int = 0,
-            id2label: Optional[Dict[int, str]] = None) -> Run:
-    """Finds the weights (the encoder of any checkpoint, or random init with a tokenizer trained on `texts`) and
-    fixes the run's settings; the output folder was checked before the data was read."""
-    config, state, tokenizer, source = find_weights(args.model_name, args.from_scratch, texts, texts_from)
-    weights = None
-    if state is not None:  # the encoder; names and shapes are checked now, so a mismatch is one clear error
-        weights = {k: v for k, v in state.items() if k.startswith("roberta.") and not k.startswith("roberta.pooler.")}
-        source = f"{source}: encoder, new {args.task} head"
-        with torch.device("meta"):
-            encoder = RobertaModel(config, add_pooler=False)
-        check_state_dict(encoder, {k[len("roberta."):]: v for k, v in weights.items()}, source)
-    config = replace(config, num_labels=num_labels, id2label=id2label or {}, problem_type=None)
-    args = replace(args, eval_batch_size=args.eval_batch_size or 2 * args.batch_size,
-                   max_grad_norm=args.max_grad_norm or None, precision=args.precision or default_precision())
-    return Run(args, data, config, tokenizer, weights, source, fit_max_length(args.max_length, config))
+def ranking(metrics: Dict[str, Any], task: Task) -> tuple:
+    """Higher is better: the task's metric (NaN, as a correlation of constant predictions is, counts as the
+    worst), then the lower loss."""
+    value = metrics[task.metric]
+    return (value if value == value else -math.inf, -metrics["loss"])
 
 
-def launch(run: Run, main: Callable) -> None:
-    fabric = make_fabric(run.args.devices, run.args.accelerator, run.args.precision)
-    fabric.launch(main, run)
+# ---- what was chosen, and how ----------------------------------------------------------------------------------
+def selection_line(data, metric: str) -> str:
+    if data.selection == "none":
+        return ("No validation split: the last epoch is the model (add a validation file or --val_fraction to choose "
+                "the epoch on one)")
+    return f"The epoch is chosen by {metric} on the {data.selection} split ({data.validation_from})"
 
 
-def start(fabric, run: Run, make_model: Callable[[], torch.nn.Module]):
-    """Seeds, marks the output folder, connects the data, builds the model (after seeding, so the new head is the
-    same every run) and sets up model, optimizer and schedule."""
-    args = run.args
-    fabric.seed_everything(args.seed, verbose=False)
-    if fabric.global_rank == 0:
-        prepare_output_dir(Path(args.output_dir), plain(asdict(args)), run.tokenizer, run.config, False)
-    fabric.barrier()
-    fabric.print(f"Weights: {run.source}")
-    run.data.connect(run.tokenizer, batch_size=args.batch_size, max_seq_length=run.max_length, seed=args.seed,
-                     rank=fabric.global_rank, world_size=fabric.world_size, eval_batch_size=args.eval_batch_size)
-    run.data.setup()
-    model = make_model()
-    if run.weights is not None:  # checked in `prepare`
-        model.roberta.load_state_dict({k[len("roberta."):]: v for k, v in run.weights.items()})
-    optimizer = make_adamw(model, args.learning_rate, args.weight_decay, fabric.device)
-    scheduler = make_scheduler(optimizer, len(run.data.train_dataloader()) * args.num_epochs, args.warmup_ratio)
-    model, optimizer = fabric.setup(model, optimizer)
-    return model, optimizer, scheduler
+def selection_report(run: Run, task: Task, state: Dict[str, Any], chosen: Dict[str, Any],
+                     test: Dict[str, Any]) -> Dict[str, Any]:
+    data = run.data
+    validation = {**figures(chosen["metrics"]), "num_examples": len(data.validation)} if state["best"] else {}
+    return {"test": figures(test), "validation": {**validation, "history": state["history"]},
+            "selected_by": {"split": data.selection, "metric": task.metric if state["best"] else None,
+                            "source": data.validation_from or None},
+            "test_split": data.test.path.name, "best_epoch": chosen["epoch"], "num_epochs": run.args.num_epochs,
+            "epochs_run": state["epoch"], "weights_source": run.source}
 
 
-def fit_epochs(fabric, run: Run, model, optimizer, scheduler, loss_fn: Callable, evaluate: Callable,
-               selected_by: str) -> Dict[str, Any]:
-    """Trains `num_epochs` epochs; after each, `evaluate(model)` scores the test split and the epoch with the best
-    `selected_by` (then the lowest loss) is kept: {"epoch", "metrics", "model" (CPU weights), "history"}."""
-    from tqdm.auto import tqdm
-
-    args, best, history = run.args, None, []
-    loader = run.data.train_dataloader()
-    for epoch in range(args.num_epochs):
-        t0 = time.perf_counter()
-        model.train()
-        run.data.set_epoch(epoch)
-        loss_sum = torch.zeros((), device=fabric.device, dtype=torch.float64)
-        seen = 0
-        bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{args.num_epochs}", unit="step", leave=False,
-                   disable=None if fabric.global_rank == 0 else True, file=sys.stderr)
-        for batch in loader:
-            batch = {k: v.to(fabric.device, non_blocking=True) for k, v in batch.items()}
-            loss = loss_fn(model, batch)
-            optimizer_step(fabric, model, optimizer, scheduler, loss, args.max_grad_norm)
-            loss_sum += loss.detach().double()
-            seen += 1
-            bar.update(1)
-        bar.close()
-        totals = torch.stack([loss_sum, torch.tensor(float(seen), device=fabric.device, dtype=torch.float64)])
-        if fabric.world_size > 1:
-            totals = fabric.all_reduce(totals, reduce_op="sum")
-        train_loss = (totals[0] / totals[1].clamp(min=1)).item()
-        model.eval()
-        with torch.no_grad():
-            metrics = evaluate(model)
-        history.append({"epoch": epoch + 1, "train_loss": train_loss, "loss": metrics["loss"],
-                        selected_by: metrics[selected_by]})
-        improved = best is None or (metrics[selected_by], -metrics["loss"]) > (best["metrics"][selected_by],
-                                                                               -best["metrics"]["loss"])
-        if improved:
-            weights = {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}
-            best = {"epoch": epoch + 1, "metrics": metrics, "model": weights}
-        fabric.print(f"epoch {epoch + 1}/{args.num_epochs} | train loss {train_loss:.4f} | test loss "
-                     f"{metrics['loss']:.4f} | {selected_by} {metrics[selected_by]:.4f} | "
-                     f"{time.perf_counter() - t0:.1f}s" + (" | best so far" if improved else ""))
-    best["history"] = history
-    return best
+def figures(metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """A report's numbers (no lists or tables): what `metrics.json` keeps of each split."""
+    return {k: v for k, v in metrics.items() if v is None or isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def save(run: Run, best: Dict[str, Any], report: Dict[str, Any]) -> None:
-    """The best epoch's model in HuggingFace's names and `metrics.json`; the tokenizer is there already."""
-    from litgpt.metrics import report_json
+# ---- LoRA and the training state ----------------------------------------------------------------------------------
+def add_lora_adapters(fabric, model: torch.nn.Module, args) -> None:
+    """LoRA on the encoder's `--lora_targets`; the encoder is frozen, the head (and BERT's pooler, which feeds a
+    classifier and may be fresh) trains in full."""
+    from litgpt.model_roberta import LORA_TARGETS
 
-    out = Path(run.args.output_dir)
-    save_hf_dir(best["model"], run.config, out, safetensors=False, pytorch_bin=True)
-    atomic_write_text(out / "metrics.json", report_json(report))
+    targets = [LORA_TARGETS[t.strip()] for t in args.lora_targets.split(",")]
+    layers = add_lora(model.roberta, targets, args.lora_r, args.lora_alpha, args.lora_dropout)
+    for name, module in model.named_children():
+        if name != "roberta":
+            module.requires_grad_(True)
+    if model.roberta.pooler is not None:
+        model.roberta.pooler.requires_grad_(True)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    fabric.print(f"LoRA r={args.lora_r} on {layers} layers ({args.lora_targets}): {trainable:,} of {total:,} "
+                 f"parameters train ({100 * trainable / total:.2f}%)")
 
 
-def check_output(args: FinetuneArgs) -> None:
-    check_output_dir(Path(args.output_dir), Path(args.data_dir), resume=False)
+def trainable_names(model: torch.nn.Module):
+    return [name for name, p in unwrap(model).named_parameters() if p.requires_grad]
+
+
+def save_train_state(path: Path, state: Dict[str, Any], run: Run, world_size: int = 1) -> None:
+    atomic_torch_save({
+        "model": {k: v.detach().cpu() for k, v in unwrap(state["model"]).state_dict().items()},
+        "optimizer": state["optimizer"].state_dict(),
+        "scheduler": state["scheduler"].state_dict(),
+        "rng": capture_rng(),
+        **{k: state[k] for k in ("epoch", "best", "history", "stopped")},
+        "args": hparams(run.args),
+        "model_config": asdict(run.config),
+        "data_fingerprint": run.data.fingerprint,
+        "weights_source": run.source,
+        "world_size": world_size,
+    }, path)

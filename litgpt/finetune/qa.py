@@ -1,11 +1,16 @@
 """`litgpt finetune --task qa`: extractive question answering on SQuAD v1.1 / v2.0 files with Lightning Fabric.
 
-setup() reads and checks the SQuAD files (`litgpt.data.qa`) and finds the weights -> main() trains with the shared
-epoch loop (`loop.py`); the loss is HF's, the mean of the start and end cross-entropies. After every epoch the test
-split is answered (windows -> best spans, `data.qa.best_answers`) and scored with exact match and F1 (the official
-SQuAD normalisation, through torchmetrics). With SQuAD v2 the null-answer threshold that maximises F1 on that split
-is chosen each time. The best epoch by F1 is exported as a HuggingFace `...ForQuestionAnswering` folder, with its
-answers in `predictions.json` ({question id: answer}, the official format) and the threshold in `metrics.json`.
+setup() reads and checks the SQuAD files (`litgpt.data.qa`) and finds the weights -> the shared loop (`loop.py`)
+trains with the mean of the start and end cross-entropies (`litgpt.losses.span_loss`; the encoder runs on the real
+tokens alone), chooses the epoch on the validation split by F1, and scores the test split once: every question is
+answered (windows -> best spans, `data.qa.best_answers`) and scored with exact match and F1 (the official SQuAD
+normalisation, through torchmetrics).
+
+SQuAD v2's null-answer threshold is a choice too, so the validation split makes it: the threshold that maximises
+F1 there, with each epoch's model. The test split is answered with the chosen epoch's threshold; without a
+validation split it is 0.0 (HF `run_qa.py`'s default: abstain when the null score beats the best span). The model
+goes out as a HuggingFace `...ForQuestionAnswering` folder, its test answers in `predictions.json` ({question id:
+answer}, the official format) and the threshold in `metrics.json`, which `litgpt qa` reads.
 """
 
 import json
@@ -13,77 +18,79 @@ import math
 from pathlib import Path
 from typing import Any, Dict
 
-import torch.nn.functional as F
-
 from litgpt.args import FinetuneArgs
 from litgpt.data.qa import QADataModule, apply_null_threshold, best_answers
-from litgpt.finetune import loop
-from litgpt.metrics import best_null_threshold, headline, squad_scores
+from litgpt.finetune import loop, prepare
+from litgpt.losses import span_loss
+from litgpt.metrics import best_null_threshold, headline, report_title, squad_scores
 from litgpt.model_roberta import RobertaForQuestionAnswering
 from litgpt.utils import atomic_write_text
 
+DEFAULT_NULL_THRESHOLD = 0.0  # without a validation split to choose one (HF run_qa.py's null_score_diff_threshold)
+
 
 def setup(args: FinetuneArgs) -> None:
-    loop.check_output(args)
-    data = QADataModule(Path(args.data_dir), args.doc_stride, args.num_workers)
+    prepare.check_output(args)
+    data = QADataModule(Path(args.data_dir), args.doc_stride, args.num_workers, args.val_fraction, args.seed)
     texts = [t for e in data.train.examples for t in (e.question, e.context)]
-    loop.launch(loop.prepare(args, data, list(dict.fromkeys(texts)), data.train.path), main)
+    loop.launch(prepare.prepare(args, data, RobertaForQuestionAnswering, list(dict.fromkeys(texts))), make_task)
 
 
-def main(fabric, run: loop.Run) -> None:
+def make_task(fabric, run: prepare.Run) -> loop.Task:
     data: QADataModule = run.data
-    model, optimizer, scheduler = loop.start(fabric, run, lambda: RobertaForQuestionAnswering(run.config))
-    fabric.print(f"SQuAD v{'2.0' if data.version_2 else '1.1'}: {len(data.train)} train / {len(data.test)} test "
-                 f"questions, {len(data.train_dataloader().dataset)} train windows, precision {run.args.precision}")
+    args = run.args
 
-    def loss_fn(model, batch):
-        start, end = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-        return (F.cross_entropy(start.float(), batch["start_positions"])
-                + F.cross_entropy(end.float(), batch["end_positions"])) / 2
+    def loss(model, batch):
+        start, end = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), batch["packing"])
+        return span_loss(start, end, batch["start_positions"], batch["end_positions"], batch["attention_mask"])
 
-    best = loop.fit_epochs(fabric, run, model, optimizer, scheduler, loss_fn,
-                           lambda m: evaluate(fabric, m, data, run.args.max_answer_length), "f1")
-    if fabric.global_rank == 0:
-        metrics = dict(best["metrics"])
-        predictions = metrics.pop("predictions")
-        report = {**metrics, "best_epoch": best["epoch"], "num_epochs": run.args.num_epochs,
-                  "weights_source": run.source, "squad_version": "2.0" if data.version_2 else "1.1",
-                  "max_length": run.max_length, "doc_stride": data.doc_stride,
-                  "max_answer_length": run.args.max_answer_length,
-                  "history": best["history"]}
-        loop.save(run, best, report)
-        out = Path(run.args.output_dir)
-        atomic_write_text(out / "predictions.json", json.dumps(predictions, indent=2, ensure_ascii=False) + "\n")
-        print(f"Test metrics of the best epoch ({best['epoch']} of {run.args.num_epochs}), {len(data.test)} "
-              f"questions\n  {headline(report)}"
-              + (f" | null threshold {report['null_threshold']}" if data.version_2 else ""))
-        print(f"Saved the finetuned model (epoch {best['epoch']}) and predictions.json to {out}")
-    fabric.barrier()
+    def finish(model, test: Dict[str, Any]) -> Dict[str, Any]:
+        test = dict(test)
+        predictions = test.pop("predictions")
+        if fabric.global_rank == 0:
+            out = Path(args.output_dir)
+            atomic_write_text(out / "predictions.json", json.dumps(predictions, indent=2, ensure_ascii=False) + "\n")
+        return {**test, "squad_version": "2.0" if data.version_2 else "1.1", "max_length": run.max_length,
+                "doc_stride": data.doc_stride, "max_answer_length": args.max_answer_length}
+
+    def show(report: Dict[str, Any]) -> str:
+        threshold = f" | null threshold {report['null_threshold']}" if data.version_2 else ""
+        return (f"{report_title(report)}, {report['num_questions']} questions\n  {headline(report)}{threshold}\n"
+                f"  (answers in {Path(args.output_dir) / 'predictions.json'})")
+
+    return loop.Task(make_model=lambda: RobertaForQuestionAnswering(run.config), loss=loss,
+                     evaluate=lambda model, split, chosen: evaluate(fabric, model, data, split, args.max_answer_length,
+                                                                    chosen),
+                     metric="f1", summary=f"SQuAD v{'2.0' if data.version_2 else '1.1'}", finish=finish, show=show)
 
 
-def evaluate(fabric, model, data: QADataModule, max_answer_length: int) -> Dict[str, Any]:
-    """Answers every test question and scores them; for SQuAD v2 with the null threshold best on this split."""
-    windows = data.test_windows()
+def evaluate(fabric, model, data: QADataModule, split: str, max_answer_length: int,
+             chosen: Dict[str, Any]) -> Dict[str, Any]:
+    """Answers every question of `split` and scores the answers. For SQuAD v2 the null threshold is `chosen`'s
+    (what validation chose), or, while choosing (`chosen` empty) on the validation split, the best one there."""
+    windows = data.eval_examples(split)
     starts, ends, loss_sum = [], [], 0.0
-    for batch in data.val_dataloader():
+    for batch in data.eval_dataloader(split):
         batch = {k: v.to(fabric.device) for k, v in batch.items()}
-        start, end = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-        mask = batch["attention_mask"].bool()
-        start, end = start.float().masked_fill(~mask, -1e4), end.float().masked_fill(~mask, -1e4)
-        loss_sum += ((F.cross_entropy(start, batch["start_positions"], reduction="sum")
-                      + F.cross_entropy(end, batch["end_positions"], reduction="sum")) / 2).item()
-        for row in range(start.size(0)):
-            n = int(mask[row].sum())
-            starts.append(start[row, :n].cpu())
-            ends.append(end[row, :n].cpu())
-    examples = data.test.examples
+        start, end = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), batch["packing"])
+        loss_sum += span_loss(start, end, batch["start_positions"], batch["end_positions"], batch["attention_mask"],
+                              reduction="sum").item()
+        lengths = batch["attention_mask"].sum(1).tolist()
+        for row, n in enumerate(lengths):
+            starts.append(start[row, :n].float().cpu())
+            ends.append(end[row, :n].float().cpu())
+    examples = data.splits()[split].examples
     answers = best_answers(examples, windows, starts, ends, max_answer_length=max_answer_length)
     golds = [[text for text, _ in e.answers] for e in examples]
     answered = squad_scores([a["text"] for a in answers], golds)
     threshold = math.inf
     if data.version_2:
         abstained = squad_scores([""] * len(answers), golds)
-        threshold, _ = best_null_threshold([a["null_margin"] for a in answers], answered, abstained)
+        if split == "validation" and not chosen:
+            threshold, _ = best_null_threshold([a["null_margin"] for a in answers], answered, abstained)
+        else:
+            saved = chosen.get("null_threshold", DEFAULT_NULL_THRESHOLD)
+            threshold = math.inf if saved is None else saved
         # each question's score at that threshold is one of the two already computed: no third scoring pass
         answered = [no if a["null_margin"] > threshold else yes for a, yes, no in zip(answers, answered, abstained)]
         answers = apply_null_threshold(answers, threshold)
