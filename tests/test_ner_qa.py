@@ -294,3 +294,50 @@ def test_tagged_split_reads_jsonl_and_docstart(tmp_path):
     assert read_tagged(folder / "a.jsonl").sentences == [["Ada", "."]]
     split: TaggedSplit = read_tagged(folder / "b.conll")
     assert split.sentences == [["Ada", "."], ["Hi"]] and split.rows == ["line 3", "line 6"]
+
+
+def test_ner_resumes_exactly_with_lora_and_qa_trains_lora(tiny_checkpoint, tmp_path, monkeypatch):
+    """The shared loop gives the token-level tasks what classification has: `--resume` after a crash ends with the
+    uninterrupted run's weights (here with LoRA adapters), and a LoRA QA output answers through `litgpt.api`."""
+    from litgpt.api import QuestionAnswerer, TokenClassifier
+    from litgpt.finetune import loop
+
+    sentences = (NER / "train.conll").read_text().strip().split("\n\n")
+    data = write_files(tmp_path / "ner", {"train.conll": "\n\n".join(sentences[:40]) + "\n",
+                                          "validation.conll": "\n\n".join(sentences[40:50]) + "\n",
+                                          "test.conll": "\n\n".join(sentences[50:60]) + "\n"})
+    common = ["--task", "ner", "--data_dir", data, "--model_name", tiny_checkpoint, "--num_epochs", "2",
+              "--batch_size", "8", "--learning_rate", "3e-3", "--lora_r", "4"]
+    finetune_main([*common, "--output_dir", tmp_path / "full"])
+    real_save = loop.save_train_state
+
+    def save_then_die(path, state, *args):
+        real_save(path, state, *args)
+        raise KeyboardInterrupt  # after epoch 1's state is on disk
+
+    monkeypatch.setattr(loop, "save_train_state", save_then_die)
+    with pytest.raises(SystemExit):
+        finetune_main([*common, "--output_dir", tmp_path / "resumed"])
+    monkeypatch.setattr(loop, "save_train_state", real_save)
+    finetune_main([*common, "--output_dir", tmp_path / "resumed", "--resume", "true"])
+    full, resumed = (torch.load(tmp_path / d / "lora.pt", weights_only=True) for d in ("full", "resumed"))
+    assert full.keys() == resumed.keys() and any(k.startswith("token_classifier.") for k in full)
+    assert all(".lora_" in k or k.startswith("token_classifier.") for k in full)
+    for key in full:
+        torch.testing.assert_close(resumed[key], full[key], atol=1e-6, rtol=0)
+    assert TokenClassifier.load(tmp_path / "resumed", device="cpu").predict("Maria moved to Lima .")[0]["text"]
+
+    qa = tmp_path / "qa"
+    squad = {split: json.loads((QA / f"{split}.json").read_text()) for split in ("train", "test")}
+    small = write_files(tmp_path / "squad", {f"{split}.json": {**doc, "data": doc["data"][:10]}
+                                             for split, doc in squad.items()})
+    finetune_main(["--task", "qa", "--data_dir", small, "--output_dir", qa, "--model_name", tiny_checkpoint,
+                   "--num_epochs", "1", "--batch_size", "32", "--max_length", "64", "--lora_r", "4",
+                   "--val_fraction", "0.2"])
+    assert (qa / "lora.pt").is_file() and not (qa / "pytorch_model.bin").exists()
+    metrics = json.loads((qa / "metrics.json").read_text())
+    reader = QuestionAnswerer.load(qa, device="cpu")
+    assert reader.null_threshold == metrics["null_threshold"] == metrics["validation"]["null_threshold"]
+    context = "Hugo Diallo was born in Oslo in 2001."
+    answer = reader.answer("Where was Hugo born?", context)
+    assert context[answer["start"] : answer["end"]] == answer["answer"]
