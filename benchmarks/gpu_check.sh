@@ -9,7 +9,9 @@
 # 2. bench_compiled: the same with ours compiled (HF stays eager: the baseline the targets are set against);
 # 3. pretrain: `litgpt pretrain` on roberta-base, bf16-mixed, compiled, micro batch 32 x 512, 60 steps over a
 #    ~20 MB TextFiles corpus made by repeating the demo sentences, logging tokens/s and MFU;
-# 4. cuda_tests: tests/test_cuda.py (variable-length kernel against SDPA, no host sync in a step, bf16 logits).
+# 4. finetune: benchmarks/compare_finetune.py, the training step of the sequence, token and span heads at 32 x 16..512
+#    (ragged), HF against ours padded, packed, and packed and compiled (`litgpt finetune --compile`);
+# 5. cuda_tests: tests/test_cuda.py (variable-length kernel against SDPA, no host sync in a step, bf16 logits).
 # Both models train without attention dropout: the variable-length kernel has none (with it, ours pads for SDPA).
 # $OUT gets gpu_check.json (every figure), gpu_check.md (the tables) and one log per stage; the corpus, caches
 # and checkpoints go to $WORK (default /tmp/litgpt_gpu_check). A stage that fails is reported and the rest still
@@ -34,6 +36,7 @@ if [ "${CPU_TEST:-0}" = 1 ]; then
               --train.micro_batch_size 4 --train.global_batch_size 4 --train.max_seq_length 64
               --train.max_steps 12 --train.log_interval 3 --data.num_workers 1)
     corpus_mb=1
+    finetune=(--device cpu --precision 32-true --layers 1 --ragged 4x64 --quick)
 else
     bench=(--device cuda --precision bf16-mixed --shapes 4x512,32x512 --ragged 32x512 --rounds 5 --iters 10
            --warmup 3)
@@ -41,6 +44,7 @@ else
               --train.global_batch_size 32 --train.max_seq_length 512 --train.max_steps 60 --train.log_interval 10
               --data.num_workers 8)
     corpus_mb=20
+    finetune=(--device cuda --precision bf16-mixed --ragged 32x512 --rounds 5 --iters 10 --warmup 3)
 fi
 bench+=(--attention-dropout 0 --cases D,E)
 
@@ -78,6 +82,7 @@ stage pretrain python -m litgpt pretrain --data TextFiles --data.train_data_path
     --model_config.attention_dropout 0 --train.lr_warmup_steps 10 --train.save_interval 100000 \
     --eval.initial_validation false --eval.final_validation false --eval.interval 100000 --compile true \
     --out_dir "$work/pretrain"
+stage finetune python benchmarks/compare_finetune.py "${finetune[@]}" --compile --json "$work/finetune.json"
 stage cuda_tests python -m pytest -q -p no:cacheprovider tests/test_cuda.py
 
 python benchmarks/gpu_report.py "$out" "$work" || failed=1

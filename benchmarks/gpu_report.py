@@ -51,6 +51,7 @@ def main(out: Path, work: Path) -> None:
             name, rc, seconds = re.match(r"(\S+) rc=(\d+) seconds=(\d+)", line).groups()
             stages[name] = {"rc": int(rc), "seconds": int(seconds)}
     eager, compiled = load(work / "bench_eager.json"), load(work / "bench_compiled.json")
+    finetune = load(work / "finetune.json")
     pretrain = pretrain_rates(work)
     tests = ""
     if (out / "cuda_tests.log").is_file():
@@ -76,7 +77,8 @@ def main(out: Path, work: Path) -> None:
         if ragged:
             checks["ragged C, ours compiled"] = ragged["ratio"]
 
-    report = {"stages": stages, "bench_eager": eager, "bench_compiled": compiled, "pretrain": pretrain,
+    report = {"stages": stages, "bench_eager": eager, "bench_compiled": compiled, "finetune": finetune,
+              "pretrain": pretrain,
               "cuda_tests": tests, "checks": {k: {"value": v, "target": TARGETS[k], "met": v >= TARGETS[k]}
                                               for k, v in checks.items()}}
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
@@ -88,6 +90,10 @@ def main(out: Path, work: Path) -> None:
         md.append(f"| {name} | {status} | {stage['seconds']} |")
     md += ["", "## Benchmark, both eager", ""] + table(eager)
     md += ["", "## Benchmark, ours compiled (HF eager)", ""] + table(compiled)
+    md += ["", "## Finetuning step by head (ragged batch)", "",
+           "| head | implementation | examples/s | real tokens/s | vs HF |", "|---|---|---|---|---|"]
+    md += [f"| {r['head']} | {r['impl']} | {r['examples_per_s']:,.1f} | {r['tokens_per_s']:,.0f} | {r['vs_hf']:.2f}x |"
+           for r in finetune or []]
     md += ["", "## Pretraining", "", json.dumps(pretrain), "", "## CUDA tests", "", tests or "(no summary)", "",
            "## Targets", "", "| check | value | target | met |", "|---|---|---|---|"]
     md += [f"| {k} | {c['value']:.3g} | {c['target']} | {'yes' if c['met'] else 'NO'} |"

@@ -171,3 +171,18 @@ def test_finetune_compile_trains_what_eager_trains(tmp_path, monkeypatch):
     for a, b in zip(compiled["validation"]["history"], eager["validation"]["history"]):
         assert a == pytest.approx(b, abs=1e-5)
     torch._dynamo.reset()
+
+
+def test_finetune_benchmark_smoke(tmp_path):
+    """`benchmarks/compare_finetune.py` (gpu_check.sh's finetuning stage) runs end to end on the CPU."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "finetune.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "compare_finetune.py"), "--quick", "--layers", "1", "--ragged",
+           "2x24", "--heads", "token", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [(r["head"], r["impl"]) for r in rows] == [("token", i) for i in ("hf", "ours padded", "ours packed")]
+    assert all(r["examples_per_s"] > 0 for r in rows)
