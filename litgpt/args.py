@@ -153,8 +153,9 @@ class FinetuneArgs:
             in the data to ids and name the classes in config.json and metrics.json. Defaults to the names in
             `data_dir/labels.txt` (one per line, in id order) when there is one.
         lora_r: LoRA rank; 0 (the default) finetunes every weight. With a rank, only the low-rank adapters on
-            --lora_targets and the classification head train, and output_dir gets `lora.pt` (those tensors alone)
-            and `adapter_config.json`, which `litgpt classify` and `litgpt.api` load on top of --model_name.
+            --lora_targets and the task's head train (any task), and output_dir gets `lora.pt` (those tensors
+            alone) and `adapter_config.json`, which `litgpt classify` / `ner` / `qa` and `litgpt.api` load on top of
+            --model_name.
         lora_alpha: LoRA scaling: the update is (lora_alpha / lora_r) B A x.
         lora_dropout: Dropout on the adapters' input.
         lora_targets: Comma-separated layers of every block that get an adapter: qkv (attention in), proj
