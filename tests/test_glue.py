@@ -207,11 +207,15 @@ def test_glue_all_prints_the_table(tmp_path, capsys):
 
     seeds_out = tmp_path / "seeds"
     finetune_main(["--glue", "RTE", "--data_dir", root / "RTE", "--output_dir", seeds_out, "--model_name",
-                   "roberta-tiny", "--from_scratch", "--num_epochs", "1", "--seeds", "2"])
-    assert "median of 2 seeds" in capsys.readouterr().out
+                   "roberta-tiny", "--from_scratch", "--num_epochs", "1", "--seeds", "2", "--select_on", "dev"])
+    stdout = capsys.readouterr().out
+    assert "median of 2 seeds" in stdout and "chosen on dev itself (the papers' practice" in stdout
+    assert "chosen on 0.1 of train held out; dev scored once" in table
     rte = json.loads((seeds_out / "glue_results.json").read_text())
     assert rte["seeds"] == [42, 43] and len(rte["tasks"]["RTE"]["metrics"]["accuracy"]["values"]) == 2
-    assert (seeds_out / "RTE" / "seed-43" / "metrics.json").is_file()
+    assert rte["selected_on"] == "dev"
+    run = json.loads((seeds_out / "RTE" / "seed-43" / "metrics.json").read_text())
+    assert run["selected_by"]["split"] == "dev" and run["validation"]["num_examples"] == run["num_examples"] == 6
 
 
 # ---- bad input: one line, exit 2, nothing written --------------------------------------------------------------
