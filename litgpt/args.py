@@ -117,7 +117,9 @@ class FinetuneArgs:
 
     Args:
         task: classification (labelled texts or pairs), ner (tagged words: CoNLL files or {"tokens", "tags"} JSONL
-            as train/test in data_dir) or qa (SQuAD v1.1/v2.0 JSON as train.json/test.json in data_dir).
+            as train/test in data_dir), qa (SQuAD v1.1/v2.0 JSON as train.json/test.json in data_dir) or embed
+            (sentence embeddings: anchor/positive pairs or scored pairs in train.*, STS and BEIR retrieval
+            evaluation; the output is a sentence-transformers folder).
         data_dir: Folder with the train and test splits: train.json/test.json (a list of {"text", "label"}),
             .jsonl, or .csv/.tsv with `text` and `label` columns (required), and optionally validation (or dev) in
             the same format, which chooses the best epoch. Labels are ids or class names. With --glue: GLUE's
@@ -187,6 +189,13 @@ class FinetuneArgs:
             optimistic), and the table says so.
         compile: Compile the model (torch.compile, dynamic shapes) for training and evaluation: worth it on a GPU,
             where the packed path of every head runs as one graph; on a CPU it rarely pays for its compile time.
+        loss: embed: mnrl (in-batch negatives; the default for pairs), cached_mnrl (the same at any batch size in
+            the memory of --mini_batch_size) or cosent (scored pairs; their default).
+        scale: embed: cosine similarities are multiplied by this (1 / temperature).
+        symmetric: embed, mnrl: also rank each positive against every anchor, and average both directions.
+        mini_batch_size: embed, cached_mnrl: texts embedded at once (the memory a step needs).
+        score_range: embed: the range every score lies in, MIN,MAX (e.g. 0,5); a score outside it is an error.
+        pooling: embed: mean, cls or max. Default: the checkpoint's sentence-transformers recipe, else mean.
     """
 
     task: str = "classification"
@@ -227,6 +236,12 @@ class FinetuneArgs:
     patience: Optional[int] = None
     select_on: Optional[str] = None
     compile: bool = False
+    loss: Optional[str] = None
+    scale: float = 20.0
+    symmetric: bool = False
+    mini_batch_size: int = 32
+    score_range: Optional[str] = None
+    pooling: Optional[str] = None
 
 
 def check_finetune_args(args: FinetuneArgs) -> None:
@@ -235,8 +250,23 @@ def check_finetune_args(args: FinetuneArgs) -> None:
     from litgpt.run import check_devices, check_precision
     from litgpt.utils import UsageError
 
-    if args.task not in ("classification", "ner", "qa"):
-        raise UsageError(f"--task {args.task!r}: expected classification, ner or qa")
+    if args.task not in ("classification", "ner", "qa", "embed"):
+        raise UsageError(f"--task {args.task!r}: expected classification, ner, qa or embed")
+    embed_flags = {"--loss": args.loss is not None, "--scale": args.scale != FinetuneArgs.scale,
+                   "--symmetric": args.symmetric,
+                   "--mini_batch_size": args.mini_batch_size != FinetuneArgs.mini_batch_size,
+                   "--score_range": args.score_range is not None, "--pooling": args.pooling is not None}
+    given = [flag for flag, on in embed_flags.items() if on]
+    if given and args.task != "embed":
+        raise UsageError(f"{given[0]} is for --task embed; it does not go with --task {args.task}")
+    if args.loss is not None and args.loss not in ("mnrl", "cached_mnrl", "cosent"):
+        raise UsageError(f"--loss {args.loss!r}: expected mnrl, cached_mnrl or cosent")
+    if args.pooling is not None and args.pooling not in ("mean", "cls", "max"):
+        raise UsageError(f"--pooling {args.pooling!r}: expected mean, cls or max")
+    if not args.scale > 0 or isinstance(args.mini_batch_size, bool) or not isinstance(args.mini_batch_size, int) \
+            or args.mini_batch_size < 1:
+        raise UsageError(f"--scale {args.scale} / --mini_batch_size {args.mini_batch_size}: expected a positive scale "
+                         "and a positive number of texts")
     if args.task != "classification":
         flags = {"--glue": args.glue is not None, "--use_agnews": args.use_agnews,
                  "--problem_type": args.problem_type is not None,

@@ -72,7 +72,10 @@ def test_demo_reports_a_validation_accuracy_well_above_chance(demo):
 def test_demo_classifier_is_accurate_and_names_its_classes(demo):
     work, outputs = demo
     metrics = json.loads((work / "out" / "roberta_finetuned" / "metrics.json").read_text())
-    assert metrics["accuracy"] >= 0.85, metrics["accuracy"]
+    # the last epoch's test accuracy (the demo has no validation split, so nothing is chosen): 0.85 measured, where
+    # the best of the 8 epochs on the test split itself, as reported before that rule, was 0.86
+    assert metrics["accuracy"] >= 0.8, metrics["accuracy"]
+    assert metrics["selected_by"]["split"] == "none" and metrics["best_epoch"] == 8
     assert metrics["id2label"] == {"0": "negative", "1": "positive"}
     config = json.loads((work / "out" / "roberta_finetuned" / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}

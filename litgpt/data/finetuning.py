@@ -98,6 +98,10 @@ class FinetuneDataModule(DataModule):
         return {name: split for name, split in (("train", self.train), ("validation", self.validation),
                                                 ("test", self.test)) if split is not None}
 
+    def split_name(self, split: str) -> str:
+        """What a split is called in reports: its file's name."""
+        return self.splits()[split].path.name
+
     def sizes(self) -> str:
         """"240 train / 20 validation / 80 test", for the run's first lines."""
         return " / ".join(f"{len(split)} {name}" for name, split in self.splits().items())

@@ -177,6 +177,42 @@ def _record(obj: Any, where: str, columns: Columns) -> Tuple[str, Optional[str],
     return texts[0], texts[1], parse_label(obj[columns.label], where, columns.problem_type)
 
 
+def read_rows(path: Path) -> List[Tuple[str, Any]]:
+    """Every record of a `.json` (a list), `.jsonl` or `.csv`/`.tsv` (a header row names the fields) file, as
+    (where in the file, the record: a dict unless the file is malformed)."""
+    text = read_text(path)
+    if path.suffix in (".csv", ".tsv"):
+        rows = _csv_rows(path, text)
+        first = next(rows, None)
+        header = [h.strip() for h in first[1]] if first else []
+        out = []
+        for line, row in rows:
+            if len(row) != len(header):
+                raise UsageError(f"{path}: line {line}: {len(row)} columns, the header has {len(header)}")
+            out.append((f"line {line}", dict(zip(header, row))))
+        return out
+    if path.suffix == ".json":
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as ex:
+            raise UsageError(f"{path}:{ex.lineno}: not valid JSON ({ex.msg})") from None
+        if not isinstance(records, list):
+            raise UsageError(f"{path}: expected a JSON list of records, found {type(records).__name__}")
+        return [(f"record {i}", obj) for i, obj in enumerate(records, 1)]
+    return _jsonl_records(path, text)
+
+
+def _jsonl_records(path: Path, text: str) -> List[Tuple[str, Any]]:
+    records = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append((f"line {i}", json.loads(line)))
+            except json.JSONDecodeError as ex:
+                raise UsageError(f"{path}:{i}: not valid JSON ({ex.msg})") from None
+    return records
+
+
 def _json_columns(path: Path, records: List[Any], text_columns, problem_type: str) -> Columns:
     keys: Dict[str, None] = {}  # the union of the records' fields, in order: a field on only some rows is missing
     for obj in records:
@@ -203,14 +239,7 @@ def _read_json(path: Path, text: str, text_columns, problem_type: str) -> Iterat
 
 
 def _read_jsonl(path: Path, text: str, text_columns, problem_type: str) -> Iterator[Record]:
-    records = []
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append((f"line {i}", json.loads(line)))
-        except json.JSONDecodeError as ex:
-            raise UsageError(f"{path}:{i}: not valid JSON ({ex.msg})") from None
+    records = _jsonl_records(path, text)
     columns = _json_columns(path, [obj for _, obj in records], text_columns, problem_type) if records else None
     for row, obj in records:
         yield (row, *_record(obj, f"{path}: {row}", columns))

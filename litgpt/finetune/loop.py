@@ -49,6 +49,8 @@ class Task:
     # the model is in eval mode)
     finish: Callable[[torch.nn.Module, Dict[str, Any]], Dict[str, Any]]
     show: Callable[[Dict[str, Any]], str]  # metrics.json -> the printed report
+    # a step that runs its own backward passes (cached_mnrl's), returning the detached loss; default: `loss`'s
+    backward: Optional[Callable[[torch.nn.Module, Dict[str, Any]], torch.Tensor]] = None
 
 
 def launch(run: Run, make_task: Callable[[Any, Run], Task]) -> None:
@@ -103,7 +105,7 @@ def fit(fabric, run: Run, task: Task) -> None:
         unwrap(model).load_state_dict(state["best"]["model"])
     model.eval()
     with torch.no_grad():
-        test = task.evaluate(model, "test", chosen["metrics"])
+        test = task.evaluate(model, "test", chosen["metrics"]) if data.test is not None else {}
         report = {**task.finish(model, test), **selection_report(run, task, state, chosen, test)}
     if fabric.global_rank == 0:
         weights = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
@@ -132,8 +134,7 @@ def start(fabric, run: Run, task: Task):
     fabric.barrier()
     fabric.print(f"Weights: {run.source}")
     if run.max_length != args.max_length:
-        fabric.print(f"note: the model has {run.max_length} positions; using --max_length {run.max_length}",
-                     file=sys.stderr)
+        fabric.print(f"note: using --max_length {run.max_length} ({run.max_length_from})", file=sys.stderr)
     run.data.connect(run.tokenizer, batch_size=args.batch_size, max_seq_length=run.max_length, seed=args.seed,
                      rank=fabric.global_rank, world_size=fabric.world_size, eval_batch_size=args.eval_batch_size)
     run.data.setup()
@@ -169,9 +170,13 @@ def train_epoch(fabric, model, optimizer, scheduler, loader, data, task: Task, e
     bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{args.num_epochs}", unit="step", leave=False,
                disable=None if fabric.global_rank == 0 else True, file=sys.stderr)
     for i, batch in enumerate(loader):
-        batch = {k: v.to(fabric.device, non_blocking=True) for k, v in batch.items()}
-        loss = task.loss(model, batch)
-        optimizer_step(fabric, model, optimizer, scheduler, loss, args.max_grad_norm)
+        batch = to_device(batch, fabric.device)
+        if task.backward is None:
+            loss = task.loss(model, batch)
+            fabric.backward(loss)
+        else:
+            loss = task.backward(model, batch)
+        optimizer_step(fabric, model, optimizer, scheduler, args.max_grad_norm)
         loss_sum += loss.detach().double()
         seen += 1
         bar.update(1)
@@ -184,14 +189,22 @@ def train_epoch(fabric, model, optimizer, scheduler, loader, data, task: Task, e
     return (totals[0] / totals[1].clamp(min=1)).item()
 
 
-def optimizer_step(fabric, model, optimizer, scheduler, loss: torch.Tensor, max_grad_norm: Optional[float]) -> None:
-    """Backward, clipping by global norm (when `max_grad_norm`), the update, and the schedule's next step."""
-    fabric.backward(loss)
+def optimizer_step(fabric, model, optimizer, scheduler, max_grad_norm: Optional[float]) -> None:
+    """Clipping by global norm (when `max_grad_norm`), the update, and the schedule's next step."""
     if max_grad_norm:
         fabric.clip_gradients(model, optimizer, max_norm=max_grad_norm, error_if_nonfinite=False)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     scheduler.step()
+
+
+def to_device(batch: Any, device) -> Any:
+    """A batch's tensors (and `Packing`s) on `device`, through its lists and dicts."""
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch.to(device, non_blocking=True) if hasattr(batch, "to") else batch
 
 
 @torch.no_grad()
@@ -204,9 +217,9 @@ def evaluate(model, task: Task, split: str, chosen: Dict[str, Any]) -> Dict[str,
 
 def ranking(metrics: Dict[str, Any], task: Task) -> tuple:
     """Higher is better: the task's metric (NaN, as a correlation of constant predictions is, counts as the
-    worst), then the lower loss."""
+    worst), then the lower loss (where the task reports one)."""
     value = metrics[task.metric]
-    return (value if value == value else -math.inf, -metrics["loss"])
+    return (value if value == value else -math.inf, -metrics.get("loss", 0.0))
 
 
 # ---- what was chosen, and how ----------------------------------------------------------------------------------
@@ -224,8 +237,8 @@ def selection_report(run: Run, task: Task, state: Dict[str, Any], chosen: Dict[s
     return {"test": figures(test), "validation": {**validation, "history": state["history"]},
             "selected_by": {"split": data.selection, "metric": task.metric if state["best"] else None,
                             "source": data.validation_from or None},
-            "test_split": data.test.path.name, "best_epoch": chosen["epoch"], "num_epochs": run.args.num_epochs,
-            "epochs_run": state["epoch"], "weights_source": run.source}
+            "test_split": data.split_name("test") if data.test is not None else None, "best_epoch": chosen["epoch"],
+            "num_epochs": run.args.num_epochs, "epochs_run": state["epoch"], "weights_source": run.source}
 
 
 def figures(metrics: Dict[str, Any]) -> Dict[str, Any]:
@@ -235,8 +248,8 @@ def figures(metrics: Dict[str, Any]) -> Dict[str, Any]:
 
 # ---- LoRA and the training state ----------------------------------------------------------------------------------
 def add_lora_adapters(fabric, model: torch.nn.Module, args) -> None:
-    """LoRA on the encoder's `--lora_targets`; the encoder is frozen, the head (and BERT's pooler, which feeds a
-    classifier and may be fresh) trains in full."""
+    """LoRA on the encoder's `--lora_targets`; the encoder is frozen, the head (and BERT's pooler when it feeds a
+    classifier, where it may be fresh) trains in full."""
     from litgpt.model_roberta import LORA_TARGETS
 
     targets = [LORA_TARGETS[t.strip()] for t in args.lora_targets.split(",")]
@@ -244,7 +257,7 @@ def add_lora_adapters(fabric, model: torch.nn.Module, args) -> None:
     for name, module in model.named_children():
         if name != "roberta":
             module.requires_grad_(True)
-    if model.roberta.pooler is not None:
+    if model.roberta.pooler is not None and hasattr(model, "classifier"):  # the pooler feeds a classifier only
         model.roberta.pooler.requires_grad_(True)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())

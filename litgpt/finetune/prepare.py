@@ -26,7 +26,8 @@ from litgpt.utils import UsageError, safe_torch_load
 RESUME_KEYS = ("task", "num_labels", "batch_size", "learning_rate", "max_length", "seed", "warmup_ratio",
                "weight_decay", "max_grad_norm", "precision", "use_agnews", "label_names", "lora_r", "lora_alpha",
                "lora_dropout", "lora_targets", "problem_type", "text_columns", "threshold", "glue", "val_fraction",
-               "patience", "select_on", "doc_stride", "max_answer_length")
+               "patience", "select_on", "doc_stride", "max_answer_length", "loss", "scale", "symmetric",
+               "mini_batch_size", "score_range", "pooling")
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Run:
     source: str
     max_length: int
     resume_state: Optional[Dict[str, Any]] = None
+    max_length_from: str = "the model's positions"  # why `max_length` may differ from --max_length
 
 
 def check_output(args: FinetuneArgs) -> None:
@@ -118,6 +120,8 @@ def starting_weights(head: Callable[[Config], torch.nn.Module], config: Config, 
     check_state_dict(model.roberta, {k[len("roberta."):]: v for k, v in encoder.items()}
                      | {k[len("roberta."):]: expected[k] for k in fresh}, source)
     head_keys = [k for k in expected if not k.startswith("roberta.")]
+    if not head_keys:  # a model without a head (sentence embeddings)
+        return encoder, "encoder"
     name = HEAD_NAMES.get(type(model).__name__, type(model).__name__)
     if head_keys and all(k in state and state[k].shape == expected[k].shape for k in head_keys):
         return {**encoder, **{k: state[k] for k in head_keys}}, f"encoder and {name} head"
