@@ -9,11 +9,11 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from litgpt.embedding import POOLING, pool_rows
 from litgpt.packing import first_tokens
 from litgpt.utils import UsageError, pad_right
 
 Candidate = Dict[str, Any]  # {"token_id": int, "token": str, "score": float}
-POOLING = ("mean", "cls", "max")
 
 
 def resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
@@ -58,15 +58,7 @@ def pool(encoder: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torc
     wanted = real if pooling != "cls" else first_tokens(input_ids)
     rows = wanted | _round_up_rows(real | wanted, ROW_MULTIPLE)
     hidden = encoder.hidden_at(input_ids, attention_mask, rows).float()[wanted[rows]]  # row-major
-    if pooling == "cls":
-        return hidden
-    B, C = real.size(0), hidden.size(-1)
-    if pooling == "max":
-        padded = hidden.new_full((B, real.size(1), C), float("-inf"))
-        padded[real] = hidden
-        return padded.max(1).values
-    text_of_token = real.nonzero(as_tuple=True)[0]
-    return hidden.new_zeros(B, C).index_add_(0, text_of_token, hidden) / real.sum(1, keepdim=True)
+    return pool_rows(hidden, wanted.nonzero(as_tuple=True)[0], real.sum(1), pooling)
 
 
 def _round_up_rows(computed: torch.Tensor, multiple: int) -> torch.Tensor:
