@@ -17,14 +17,9 @@ import torch.nn.functional as F
 
 from litgpt.config import Config
 from litgpt.model_roberta import RobertaModel, _RobertaPreTrained
-from litgpt.packing import Packing, first_tokens, pack_tokens
+from litgpt.packing import Packing, pack_tokens, pooled_positions
 
 POOLING = ("mean", "cls", "max")
-
-
-def pooled_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """The bool `[B, T]` positions a pooling reads: the first token, or every real token."""
-    return first_tokens(input_ids) if pooling == "cls" else attention_mask.bool()
 
 
 def pool_rows(hidden: torch.Tensor, owner: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:

@@ -107,3 +107,9 @@ def first_tokens(input_ids: torch.Tensor) -> torch.Tensor:
     first = torch.zeros_like(input_ids, dtype=torch.bool)
     first[:, 0] = True
     return first
+
+
+def pooled_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """The bool `[B, T]` positions a sentence embedding's pooling reads: the first token ("cls"), or every real
+    token ("mean", "max")."""
+    return first_tokens(input_ids) if pooling == "cls" else attention_mask.bool()

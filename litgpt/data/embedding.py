@@ -38,8 +38,7 @@ from litgpt.data.finetuning import (
 )
 from litgpt.data.labelled import SUFFIXES, find_split_file, read_rows
 from litgpt.data.mlm import derive_seed
-from litgpt.embedding import pooled_positions
-from litgpt.packing import pack_tokens
+from litgpt.packing import pack_tokens, pooled_positions
 from litgpt.utils import UsageError, pad_right
 
 PAIRS, SCORED = ("anchor", "positive"), ("sentence1", "sentence2")
