@@ -296,3 +296,39 @@ def test_bad_input(case, tmp_path, capsys):
     args = ["--task", "embed", "--data_dir", data, "--output_dir", tmp_path / "out", "--model_name", "bert-tiny",
             "--from_scratch", "--num_epochs", "1", *extra]
     expect_usage_error(capsys, [str(a) for a in args], *expected, main=finetune_main, untouched=tmp_path)
+
+
+def _gathered_loss_worker(rank, world_size, port, anchors, positives, negatives, out):
+    import torch.distributed as dist
+
+    from litgpt.finetune.embed import all_gather_with_grad
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        rows = slice(rank * 4, rank * 4 + 4)
+        a, p, n = (t[rows].clone().requires_grad_() for t in (anchors, positives, negatives))
+        loss = mnrl_loss(a, p, [n], symmetric=True, gather=all_gather_with_grad, rank=rank)
+        loss.backward()
+        torch.save({"loss": loss.detach(), "grads": [a.grad, p.grad, n.grad]}, out / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_negatives_are_gathered_from_every_device_with_gradients(tmp_path):
+    """Two processes (gloo on 127.0.0.1) each with half the batch: every anchor is ranked against both halves'
+    candidates, and the gradients that flow back to each half, averaged over the processes as DDP averages them,
+    equal those of one process with the whole batch."""
+    from test_serve import free_port
+
+    torch.manual_seed(0)
+    anchors, positives, negatives = (torch.randn(8, 16) for _ in range(3))
+    torch.multiprocessing.spawn(_gathered_loss_worker, args=(2, free_port(), anchors, positives, negatives, tmp_path),
+                                nprocs=2)
+    whole = [t.clone().requires_grad_() for t in (anchors, positives, negatives)]
+    expected = mnrl_loss(whole[0], whole[1], [whole[2]], symmetric=True)
+    expected.backward()
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert abs((ranks[0]["loss"] + ranks[1]["loss"]) / 2 - expected) <= 1e-6
+    for r, saved in enumerate(ranks):
+        for got, leaf in zip(saved["grads"], whole):
+            assert (got / 2 - leaf.grad[r * 4 : r * 4 + 4]).abs().max() <= 1e-6
