@@ -1,4 +1,4 @@
-"""The one finetuning loop every task (classification, GLUE, NER, QA) runs: train an epoch, score the validation
+"""The one finetuning loop every task (classification, GLUE, NER, QA, embed) runs: train an epoch, score the validation
 split, keep the best epoch, and at the end score the test split once with the chosen model.
 
     run = prepare.prepare(args, data, head, texts, ...)     the weights found, the settings fixed
@@ -31,7 +31,7 @@ from litgpt.export import STATE_FILE, prepare_output_dir, save_adapters, save_fi
 from litgpt.finetune.prepare import Run, hparams, make_scheduler
 from litgpt.kernels import add_lora
 from litgpt.run import make_fabric, unwrap
-from litgpt.utils import atomic_torch_save, capture_rng, make_adamw, restore_rng
+from litgpt.utils import UsageError, atomic_torch_save, capture_rng, make_adamw, restore_rng
 
 
 @dataclass
@@ -124,8 +124,6 @@ def start(fabric, run: Run, task: Task):
     same every run), adds LoRA, sets up model, optimizer and schedule, and restores a saved state to resume."""
     args, state = run.args, run.resume_state
     if state is not None and state.get("world_size", 1) != fabric.world_size:
-        from litgpt.utils import UsageError
-
         raise UsageError(f"--resume: the saved run trained on {state.get('world_size', 1)} device(s), now "
                          f"{fabric.world_size}; resume with the same --devices")
     fabric.seed_everything(args.seed, verbose=False)
