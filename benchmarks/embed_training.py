@@ -57,7 +57,7 @@ def memory(args) -> None:
     fabric = L.Fabric(accelerator=args.device, devices=1)
     loaded = load_checkpoint(minilm())
     model = SentenceEmbedder(loaded.config, "mean", normalize=True)
-    model.load_state_dict({k: v for k, v in headed_names(loaded.state_dict).items() if ".pooler." not in k})
+    model.load_state_dict(headed_names(loaded.state_dict))
     optimizer = make_adamw(model, 1e-5, 0.01, fabric.device)
     model, optimizer = fabric.setup(model, optimizer)
     vocab = loaded.config.vocab_size

@@ -1,7 +1,7 @@
 """Finetuning on the GPU path, checked on the CPU: every head (sequence, token, span) runs packed, the encoder on the
 real tokens alone, and agrees with the padded model within 1e-5 in fp32 (outputs, loss and every gradient), for
-RoBERTa and BERT; every head's forward compiles with dynamic shapes and no graph break, in training and evaluation;
-`litgpt finetune --compile` trains what the eager run trains."""
+RoBERTa and BERT; every head's forward (and the sentence embedder's) compiles with dynamic shapes and no graph
+break, in training and evaluation; `litgpt finetune --compile` trains what the eager run trains."""
 
 import json
 
@@ -38,6 +38,8 @@ def head_batch(head: str, config: Config, lengths=(12, 7, 3, 10), seed=0):
         keep[torch.arange(len(lengths)), torch.tensor(lengths) - 1] = False
         batch["labels"] = labels.masked_fill(~keep, -100)
         batch["packing"] = pack_tokens(mask, batch["labels"].ne(-100))
+    elif head == "embed":  # a sentence embedding's mean pooling reads every real token
+        batch["packing"] = pack_tokens(mask, mask)
     else:
         batch["start_positions"] = torch.tensor([min(2, n - 1) for n in lengths])
         batch["end_positions"] = torch.tensor([n - 2 for n in lengths])
@@ -50,6 +52,10 @@ def make_model(head: str, config: Config) -> torch.nn.Module:
         return RobertaForSequenceClassification(config, 3)
     if head == "token":
         return RobertaForTokenClassification(config, 3)
+    if head == "embed":
+        from litgpt.embedding import SentenceEmbedder
+
+        return SentenceEmbedder(config, "mean", normalize=True)
     return RobertaForQuestionAnswering(config)
 
 
@@ -95,7 +101,7 @@ def test_packed_head_equals_padded(family, head):
         assert torch.isneginf(start[~batch["attention_mask"].bool()]).all()
 
 
-@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("head", (*HEADS, "embed"))
 def test_every_head_compiles_without_graph_breaks(head):
     """What `--compile` compiles: the model's forward with the collator's packing. `explain` finds one graph and no
     break, in training and in evaluation, and batches of other shapes reuse the training graph (dynamic shapes) with

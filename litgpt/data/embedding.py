@@ -192,23 +192,29 @@ def held_out_retrieval(rows: TextRows) -> Retrieval:
 class NoDuplicateBatches:
     """This rank's batches of row indices for one epoch, no text in two rows of a batch; the same interface as
     `EpochBatches`. Every epoch has the same number of full batches, n // batch_size (a multiple of the ranks), so
-    the schedule and the ranks agree: rows are shuffled from (seed, epoch) and dealt round-robin, each to the next
-    batch with room that holds none of its texts; rows that fit nowhere, and the remainder, wait for the next epoch.
-    Epoch 0 is arranged when the sampler is made: a batch it cannot fill is a `UsageError` naming a row."""
+    the schedule and the ranks agree: rows are shuffled from (seed, epoch), grouped by their most repeated text
+    (the most repeated first) and dealt round-robin, each to the next batch with room that holds none of its texts;
+    the batches are then shuffled. Rows that fit nowhere, and the remainder, wait for the next epoch. Epoch 0 is
+    arranged when the sampler is made: a batch it cannot fill is a `UsageError` naming a row."""
 
     def __init__(self, texts: Sequence[Tuple[str, ...]], batch_size: int, seed: int, rank: int, world_size: int,
                  where: Sequence[str]) -> None:
         self.texts, self.batch_size, self.seed = texts, batch_size, seed
         self.rank, self.world_size, self.epoch = rank, world_size, 0
         self.count = len(texts) // batch_size // world_size * world_size
+        rows_with: Dict[str, int] = {}
+        for row in texts:
+            for text in set(row):
+                rows_with[text] = rows_with.get(text, 0) + 1
+        self.key_text = [max(sorted(set(row)), key=rows_with.get) for row in texts]  # each row's most repeated text
+        self.repeats = [rows_with[text] for text in self.key_text]
         if self.count == 0:
             raise UsageError(f"{where[0].split(': ')[0]}: {len(texts)} rows cannot fill {world_size} batch(es) of "
                              f"--batch_size {batch_size}")
         batches, unplaced = self._arrange(0)
         if any(len(b) < batch_size for b in batches):
             i = unplaced[0]
-            rows_with = {t: sum(t in row for row in texts) for t in set(texts[i])}
-            text = max(rows_with, key=rows_with.get)
+            text = self.key_text[i]
             raise UsageError(f"{where[i]}: {text[:60]!r} is in {rows_with[text]} rows: no {self.count} batches of "
                              f"--batch_size {batch_size} without a text twice can be formed; lower --batch_size, or "
                              "remove repeated texts")
@@ -224,7 +230,14 @@ class NoDuplicateBatches:
         batches: List[List[int]] = [[] for _ in range(self.count)]
         seen: List[Set[str]] = [set() for _ in range(self.count)]
         unplaced, cursor = [], 0
-        for i in torch.randperm(len(self.texts), generator=g).tolist():
+        # rows sharing a text are dealt one after another, so the round-robin spreads them over as many batches;
+        # the texts repeated most go first, while every batch still has room
+        order = torch.randperm(len(self.texts), generator=g).tolist()
+        keys = list(dict.fromkeys(self.key_text[i] for i in order))  # the shared texts, in a shuffled order
+        rank = {text: k for k, text in enumerate(keys)}
+        order.sort(key=lambda i: (-self.repeats[i], rank[self.key_text[i]]))
+        batch_order = torch.randperm(self.count, generator=g).tolist()
+        for i in order:
             texts = set(self.texts[i])
             for step in range(self.count):
                 b = (cursor + step) % self.count
@@ -235,7 +248,7 @@ class NoDuplicateBatches:
                     break
             else:
                 unplaced.append(i)
-        return batches, unplaced
+        return [batches[b] for b in batch_order], unplaced
 
     def __iter__(self):
         return iter(self._arrange(self.epoch)[0][self.rank :: self.world_size])
