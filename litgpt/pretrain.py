@@ -340,14 +340,15 @@ def done(state: Dict[str, Any], train: TrainArgs) -> bool:
 
 @torch.no_grad()
 def validate(fabric, model, val_loader, eval: EvalArgs, step: int) -> Dict[str, float]:
-    """MLM loss, perplexity and accuracy over at most `eval.max_iters` batches; logged and printed."""
+    """MLM loss, perplexity and accuracy over the validation split's first `eval.max_iters` batches, each counted on
+    one rank (`EvalLoader`), so the figure is the same at any world size; logged and printed."""
     model.eval()
     totals = torch.zeros(3, device=fabric.device, dtype=torch.float64)  # loss sum, correct, count
-    for i, batch in enumerate(val_loader):
-        if i >= eval.max_iters:
-            break
+    counted, steps = val_loader.counted(eval.max_iters), val_loader.steps(eval.max_iters)
+    for i, batch in zip(range(steps), val_loader):  # as many on every rank (FSDP's gathers line up)
         loss, correct, count = mlm_loss(fabric, model, {k: v.to(fabric.device) for k, v in batch.items()})
-        totals += torch.stack([loss.double() * count, correct.double(), count.double()])
+        if i < counted:  # the rest repeat other ranks' batches
+            totals += torch.stack([loss.double() * count, correct.double(), count.double()])
     totals = fabric.all_reduce(totals, reduce_op="sum") if fabric.world_size > 1 else totals
     model.train()
     loss_sum, correct, count = totals.tolist()
