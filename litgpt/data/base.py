@@ -159,9 +159,8 @@ class EpochStream:
     def __init__(self, indices: Sequence[int], batch_size: int, seed: int = 42, rank: int = 0,
                  world_size: int = 1) -> None:
         self.indices = [int(i) for i in indices]
-        if len(self.indices) < batch_size * world_size:
-            raise UsageError(f"{len(self.indices)} training sequences do not fill one batch of {batch_size} on each of"
-                             f" {world_size} rank(s); add data or lower the batch size")
+        if not self.indices:
+            raise UsageError("no training sequences; add data")
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self._orders: Dict[int, List[int]] = {}
 
@@ -170,7 +169,8 @@ class EpochStream:
         return -(-epoch * len(self.indices) // self.batch_size)
 
     def rank_batches(self, epoch: int) -> range:
-        """This rank's global micro-batch numbers in `epoch`."""
+        """This rank's global micro-batch numbers in `epoch` (none when the epoch is shorter than W micro-batches and
+        the others take them all)."""
         start, end = self.first_batch(epoch), self.first_batch(epoch + 1)
         return range(start + (self.rank - start) % self.world_size, end, self.world_size)
 
@@ -295,7 +295,7 @@ class EpochLoader:
     def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:
         from torch.utils.data import DataLoader
 
-        if self.offset >= len(self):
+        while self.offset >= len(self):  # done here, or an epoch with no micro-batch starting on this rank
             self.epoch, self.offset = self.epoch + 1, 0
         epoch = self.epoch
         keys = self.order(epoch)[self.offset * self.batch_size :]

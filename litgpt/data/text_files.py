@@ -273,7 +273,6 @@ class TextFiles(DataModule):
                 raise UsageError(f"the {name} split has no {'block' if self.mode == 'packed' else 'sequence'} "
                                  f"of {self.max_seq_length} tokens; add text or lower max_seq_length")
         self._train_loader = None
-        self._make_train_loader()  # checks that the split fills a batch on every rank
 
     def tokenizer_training_texts(self) -> List[Path]:
         return self._files()[0]

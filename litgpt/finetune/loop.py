@@ -10,8 +10,9 @@ and early stopping after `--patience` epochs without a better one. Without a val
 the last epoch is the model. The test split never feeds back: it is scored once, after training, and a run whose
 test labels were shuffled writes the same weights.
 
-After every epoch `output_dir/train_state.pt` holds everything needed to continue (model, optimizer, scheduler, RNG,
-the best epoch so far, the history); `--resume` continues from it and ends with the uninterrupted run's weights.
+After every epoch `output_dir/train_state.pt` holds everything needed to continue (model, optimizer, scheduler, every
+rank's RNG, the best epoch so far, the history); `--resume` continues from it and ends with the uninterrupted run's
+weights, on one device or several nodes.
 
 `metrics.json`: the test figures at the top level (as each task reports them), then `"test"` (the same figures),
 `"validation"` (the chosen epoch's figures and the per-epoch `"history"`) and `"selected_by"` ({"split",
