@@ -107,9 +107,10 @@ def main() -> None:
 
         from litdata import StreamingDataLoader
 
-        raw = StreamingDataLoader(data._dataset("train"), batch_size=args.batch_size, num_workers=args.num_workers,
-                                  collate_fn=stack, drop_last=True)
-        for name, stream in (("raw packed blocks", raw), ("packed blocks + MLM masking (the train loader)", loader)):
+        raw = StreamingDataLoader(data._dataset("train").streaming, batch_size=args.batch_size,
+                                  num_workers=args.num_workers, collate_fn=stack, drop_last=True)
+        for name, stream in (("raw packed blocks (litdata's own streaming)", raw),
+                             ("packed blocks by index + MLM masking (the train loader)", loader)):
             t = time.perf_counter()
             tokens = 0
             for batch in stream:

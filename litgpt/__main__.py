@@ -62,7 +62,7 @@ def normalize_argv(fn: Callable, args: List[str]) -> List[str]:
     import yaml
 
     hints = flag_types(fn)
-    bools = {f"--{n}" for n, t in hints.items() if t is bool or t == Optional[bool]}
+    bools = {f"--{n}" for n, t in hints.items() if t is bool or bool in typing.get_args(t)}
     lists = {f"--{n}" for n, t in hints.items() if t in (List[str], Optional[List[str]])}
     mappings = {f"--{n}" for n, t in hints.items() if t == Dict[str, Any] or Dict[str, Any] in typing.get_args(t)}
     out: List[str] = []

@@ -6,6 +6,9 @@ from typing import List, Literal, Optional, Union
 
 # RoBERTa's position table: no released RoBERTa reads more than this many tokens
 MAX_POSITIONS = 512
+# --dist_timeout's default (PyTorch's): long enough for rank 0 to write a checkpoint, or tokenize a corpus of some GB,
+# while the other ranks wait; a lost node then costs half an hour, not forever
+DIST_TIMEOUT = 1800.0
 
 
 @dataclass
@@ -140,7 +143,11 @@ class FinetuneArgs:
         seed: Random seed for the new head, shuffling and dropout.
         precision: 32-true, bf16-mixed, 16-mixed or bf16-true; defaults to bf16-mixed on GPUs that support it,
             else 32-true.
-        devices: Devices to train on (an int, or "auto").
+        devices: Devices (processes) per node to train on (an int, or "auto"); DDP on several.
+        num_nodes: Number of nodes; several are started by torchrun, srun (SLURM) or `fabric run`, and their world
+            must be --num_nodes x --devices. Each training example is read once per epoch across all ranks, and the
+            evaluation counts each example once.
+        dist_timeout: Seconds a rank waits in a collective for a peer before it stops with an error naming it.
         accelerator: cpu, cuda, mps or auto.
         warmup_ratio: Fraction of the training steps with a linear warmup; then the rate decays linearly to 0.
         weight_decay: AdamW weight decay; never applied to biases and LayerNorm weights.
@@ -149,7 +156,8 @@ class FinetuneArgs:
         from_scratch: Random init from the registry config --model_name (e.g. roberta-tiny) and a tokenizer
             trained on the training texts, instead of pretrained weights.
         resume: Continue the run in output_dir from its train_state.pt (saved after every epoch); with the same
-            flags, the result equals an uninterrupted run. A larger --num_epochs trains further.
+            flags, the result equals an uninterrupted run. A larger --num_epochs trains further. `auto` continues an
+            unfinished run when output_dir holds one, else starts a new one (for a group torchrun or SLURM restarts).
         max_grad_norm: Gradient clipping by global norm; 0 or null disables it.
         label_names: Class names in id order, e.g. `--label_names '[negative, positive]'`; they map string labels
             in the data to ids and name the classes in config.json and metrics.json. Defaults to the names in
@@ -211,13 +219,15 @@ class FinetuneArgs:
     seed: int = 42
     precision: Optional[str] = None
     devices: Union[int, str] = 1
+    num_nodes: int = 1
+    dist_timeout: float = DIST_TIMEOUT
     accelerator: str = "auto"
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     eval_batch_size: Optional[int] = None
     num_workers: int = 0
     from_scratch: bool = False
-    resume: bool = False
+    resume: Union[bool, Literal["auto"]] = False
     max_grad_norm: Optional[float] = 1.0
     label_names: Optional[List[str]] = None
     lora_r: int = 0

@@ -14,10 +14,18 @@ from typing import Any, Dict, Literal, Optional, Union
 import torch
 import yaml
 
-from litgpt.args import EvalArgs, TrainArgs
+from litgpt.args import DIST_TIMEOUT, EvalArgs, TrainArgs
 from litgpt.checkpoint import adopt_tokenizer_ids, load_checkpoint, prepare_tokenizer
 from litgpt.config import Config
 from litgpt.data.base import DataModule
+from litgpt.distributed import (
+    check_world,
+    is_sharded,
+    launch,
+    lost_peer,
+    make_strategy,
+    world_size,
+)
 from litgpt.model_roberta import RobertaForMaskedLM
 from litgpt.progress import log_progress, new_window, report_projection, slow_start_hint
 from litgpt.run import (
@@ -31,10 +39,11 @@ from litgpt.run import (
 )
 from litgpt.train_state import (
     StopRequested,
+    check_resumable,
+    check_same_start,
     iter_checkpoints,
     load_state,
     load_training_state,
-    remove_partial_writes,
     resolve_resume,
     save_final,
     save_state,
@@ -65,6 +74,7 @@ def setup(
     num_nodes: int = 1,
     accelerator: str = "auto",
     strategy: Literal["auto", "ddp", "fsdp"] = "auto",
+    dist_timeout: float = DIST_TIMEOUT,
     precision: Optional[str] = None,
     compile: bool = False,
     logger_name: Literal["csv", "tensorboard"] = "csv",
@@ -93,13 +103,19 @@ def setup(
         tokenizer_vocab_size: Vocabulary size when a tokenizer is trained (defaults to the model's vocab size).
         initial_checkpoint_dir: Start from these weights (a litgpt or HuggingFace checkpoint dir) instead of random
             init.
-        resume: `auto` continues from the newest `out_dir/iter-*.pt`; a path continues from that file.
+        resume: `auto` continues from the newest `out_dir/iter-*.pt`, or starts a new run when there is none (so a
+            group that torchrun or SLURM restarts continues where it was); `true` requires one; a path continues from
+            that file. A run resumes on the world that wrote it (the same --num_nodes x --devices).
         train: Training hyperparameters.
         eval: Validation settings.
-        devices: Devices per node (an int, or "auto").
-        num_nodes: Number of nodes (launch with torchrun or SLURM for several).
+        devices: Devices (processes) per node (an int, or "auto").
+        num_nodes: Number of nodes; several are started by torchrun, srun (SLURM) or `fabric run`, and their world
+            must be --num_nodes x --devices.
         accelerator: cpu, cuda, mps or auto.
-        strategy: auto, ddp or fsdp.
+        strategy: auto (DDP on several devices), ddp, or fsdp (FSDP2: every block's weights, gradients and optimizer
+            state sharded across the ranks; checkpoints hold them whole).
+        dist_timeout: Seconds a rank waits in a collective for a peer before it stops with an error naming it (a
+            lost node then costs this long, not forever).
         precision: 32-true, bf16-mixed, 16-mixed or bf16-true; defaults to bf16-mixed on GPUs that support it,
             else 32-true.
         compile: Compile the loss step (forward, loss, backward) with torch.compile, as one graph with dynamic
@@ -112,6 +128,11 @@ def setup(
     eval.validate()
     check_precision(precision)
     check_devices(devices)
+    devices = check_world(devices, num_nodes, dist_timeout)
+    world = world_size(devices, num_nodes, accelerator)
+    if train.global_batch_size % (train.micro_batch_size * world):
+        raise UsageError(f"--train.global_batch_size {train.global_batch_size} is not a multiple of micro_batch_size"
+                         f" x devices x nodes ({train.micro_batch_size} x {world})")
     # no --model_name: the initial checkpoint's architecture, when there is one
     from_initial = model_name is None and model_config is None and initial_checkpoint_dir is not None
     config = None if from_initial else Config.resolve(model_name or "roberta-base", model_config)
@@ -121,35 +142,30 @@ def setup(
         raise UsageError(f"--out_dir {out_dir}: already holds a run; pass --resume auto to continue it or pick "
                          "another --out_dir")
     resume_state = None
-    if resume_path is not None:  # checked before any work starts: the checkpoint must fit the requested model
+    if resume_path is not None:  # checked before any work starts: the checkpoint must fit the requested run
         resume_state = {**load_training_state(resume_path), "resumed_from": str(resume_path)}
+        check_resumable(resume_state, world, str(resume_path))
         if config is not None:
             check_same_architecture(Config(**resume_state["model_config"]), config, str(resume_path))
-        remove_partial_writes(out_dir)
     if data is None:
         from litgpt.data.test_data import TestData
 
         data = TestData(data_dir=data_dir or Path("data/test_data"), num_workers=num_workers)
     precision = precision or default_precision()
     hparams = capture_hparams()
-    strategy_obj: Any = strategy
-    if strategy == "fsdp":
-        from lightning.fabric.strategies import FSDPStrategy
-
-        from litgpt.model_roberta import Block
-
-        strategy_obj = FSDPStrategy(auto_wrap_policy={Block}, state_dict_type="full", sharding_strategy="FULL_SHARD")
-    fabric = make_fabric(devices, accelerator, precision, num_nodes=num_nodes, strategy=strategy_obj,
+    fabric = make_fabric(devices, accelerator, precision, num_nodes=num_nodes,
+                         strategy=make_strategy(strategy, world, dist_timeout),
                          loggers=[make_logger(logger_name, out_dir)])
-    fabric.launch(main, config, data, out_dir, tokenizer_dir, tokenizer_vocab_size, initial_checkpoint_dir,
-                  resume_state, train, eval, compile, seed, hparams)
+    launch(fabric, main, config, data, out_dir, tokenizer_dir, tokenizer_vocab_size, initial_checkpoint_dir,
+           resume_state, train, eval, compile, seed, hparams, dist_timeout)
 
 
 def main(fabric, config: Optional[Config], data: DataModule, out_dir: Path, tokenizer_dir: Optional[Path],
          tokenizer_vocab_size: Optional[int], initial_checkpoint_dir: Optional[Path],
          resume_state: Optional[Dict[str, Any]], train: TrainArgs, eval: EvalArgs, compile: bool, seed: int,
-         hparams: Dict[str, Any]) -> None:
+         hparams: Dict[str, Any], dist_timeout: float = DIST_TIMEOUT) -> None:
     fabric.seed_everything(seed, verbose=False)
+    check_same_start(fabric, resume_state, out_dir)
     if resume_state is not None:
         config = Config(**resume_state["model_config"])
     initial = None
@@ -172,7 +188,7 @@ def main(fabric, config: Optional[Config], data: DataModule, out_dir: Path, toke
                  rank=fabric.global_rank, world_size=fabric.world_size)
     if fabric.global_rank == 0:
         data.prepare_data()
-    fabric.barrier()
+    fabric.barrier()  # (bounded by --dist_timeout too: see its help on a corpus's first run)
     data.setup()
     train_loader, val_loader = data.train_dataloader(), data.val_dataloader()
 
@@ -189,16 +205,12 @@ def main(fabric, config: Optional[Config], data: DataModule, out_dir: Path, toke
                  f"objective {train.objective}, precision {fabric._connector._precision_input}")
     slow_start_hint(fabric, config, params)
     model = fabric.setup_module(model)
-    # the loop calls `mlm_loss`, not `forward`: route it through DDP/FSDP's forward as forward would be
-    model.mark_forward_method("mlm_loss")
+    if not is_sharded(fabric):  # the loop calls `mlm_loss`, not `forward`: route it through DDP's forward
+        model.mark_forward_method("mlm_loss")  # (FSDP registers it as a forward method itself: shard_model)
     if compile:  # compile what runs hot: the loss step, once for every batch shape
         unwrap(model).mlm_loss = torch.compile(unwrap(model).mlm_loss, dynamic=True)
     optimizer = fabric.setup_optimizers(make_adamw(model, train.learning_rate, train.weight_decay, fabric.device,
                                                    betas=(train.beta1, train.beta2), eps=train.adam_eps))
-    world = fabric.world_size
-    if train.global_batch_size % (train.micro_batch_size * world):
-        raise UsageError(f"--train.global_batch_size {train.global_batch_size} is not a multiple of micro_batch_size"
-                         f" x devices ({train.micro_batch_size} x {world})")
     if train.max_steps is not None and train.lr_warmup_steps >= train.max_steps:
         fabric.print(f"Warning: --train.lr_warmup_steps {train.lr_warmup_steps} >= --train.max_steps {train.max_steps};"
                      " the learning rate never reaches its peak")
@@ -206,7 +218,7 @@ def main(fabric, config: Optional[Config], data: DataModule, out_dir: Path, toke
     state = {"model": model, "optimizer": optimizer, "data": data, "config": config, "tokenizer": tokenizer,
              "hparams": hparams, "step": 0, "tokens": 0, "epoch": 0, "best_val_loss": math.inf, "skipped_steps": 0}
     if resume_state is not None:
-        load_state(state, resume_state)
+        load_state(fabric, state, resume_state)
         fabric.print(f"Resumed from {resume_state['resumed_from']} at step {state['step']} "
                      f"({state['tokens']:,} tokens)")
 
@@ -214,7 +226,8 @@ def main(fabric, config: Optional[Config], data: DataModule, out_dir: Path, toke
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "hyperparameters.yaml", yaml.safe_dump(hparams, sort_keys=False))
         tokenizer.save(out_dir, model_max_length=config.block_size)
-    fit(fabric, state, train_loader, val_loader, train, eval, out_dir)
+    with lost_peer(fabric, dist_timeout):
+        fit(fabric, state, train_loader, val_loader, train, eval, out_dir)
 
 
 def fit(fabric, state: Dict[str, Any], train_loader, val_loader, train: TrainArgs, eval: EvalArgs,
@@ -255,6 +268,7 @@ def fit(fabric, state: Dict[str, Any], train_loader, val_loader, train: TrainArg
         # the global gradient norm (clipped to max_norm when set) doubles as the NaN/inf guard: one sync per step
         grad_norm = fabric.clip_gradients(model, optimizer, max_norm=train.max_norm or math.inf,
                                           error_if_nonfinite=False)
+        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP: a DTensor
         if not math.isfinite(float(grad_norm)):
             if scaler is None:
                 raise RunError(f"non-finite loss or gradient norm at step {state['step'] + 1}; stopped without"
@@ -269,8 +283,9 @@ def fit(fabric, state: Dict[str, Any], train_loader, val_loader, train: TrainArg
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         compute_time += time.perf_counter() - tc
-        if fabric.world_size > 1:
-            step_tokens = int(fabric.all_reduce(torch.tensor(step_tokens), reduce_op="sum"))
+        if fabric.world_size > 1:  # the step's tokens, and whether any rank got SIGTERM: then all stop together
+            summed = fabric.all_reduce(torch.tensor([step_tokens, int(stop.requested)]), reduce_op="sum").tolist()
+            step_tokens, stop.requested = int(summed[0]), summed[1] > 0
         state["step"] += 1
         state["tokens"] += step_tokens
         window.update(tokens=window["tokens"] + step_tokens, steps=window["steps"] + 1,
@@ -340,14 +355,15 @@ def done(state: Dict[str, Any], train: TrainArgs) -> bool:
 
 @torch.no_grad()
 def validate(fabric, model, val_loader, eval: EvalArgs, step: int) -> Dict[str, float]:
-    """MLM loss, perplexity and accuracy over at most `eval.max_iters` batches; logged and printed."""
+    """MLM loss, perplexity and accuracy over the validation split's first `eval.max_iters` batches, each counted on
+    one rank (`EvalLoader`), so the figure is the same at any world size; logged and printed."""
     model.eval()
     totals = torch.zeros(3, device=fabric.device, dtype=torch.float64)  # loss sum, correct, count
-    for i, batch in enumerate(val_loader):
-        if i >= eval.max_iters:
-            break
+    counted, steps = val_loader.counted(eval.max_iters), val_loader.steps(eval.max_iters)
+    for i, batch in zip(range(steps), val_loader):  # as many on every rank (FSDP's gathers line up)
         loss, correct, count = mlm_loss(fabric, model, {k: v.to(fabric.device) for k, v in batch.items()})
-        totals += torch.stack([loss.double() * count, correct.double(), count.double()])
+        if i < counted:  # the rest repeat other ranks' batches
+            totals += torch.stack([loss.double() * count, correct.double(), count.double()])
     totals = fabric.all_reduce(totals, reduce_op="sum") if fabric.world_size > 1 else totals
     model.train()
     loss_sum, correct, count = totals.tolist()

@@ -448,10 +448,14 @@ def test_batches_group_by_length_and_cover_everything():
     evaluation = EpochBatches(len(lengths), batch_size=8, shuffle=False, lengths=lengths).batches()
     flat = [i for b in evaluation for i in b]
     assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
-    # two ranks: disjoint shards with the same number of batches
-    shards = [EpochBatches(len(lengths), 8, True, 1, rank=r, world_size=2, lengths=lengths).batches() for r in (0, 1)]
-    assert len(shards[0]) == len(shards[1])
-    assert not {i for b in shards[0] for i in b} & {i for b in shards[1] for i in b}
+    # 2 and 3 ranks (26 batches: uneven): every example once, the same number of batches, none above 8
+    for world in (2, 3):
+        shards = [EpochBatches(len(lengths), 8, True, 1, rank=r, world_size=world, lengths=lengths) for r in
+                  range(world)]
+        batches = [shard.batches() for shard in shards]
+        assert len({len(b) for b in batches}) == 1 and len(batches[0]) == len(shards[0])
+        assert sorted(i for b in batches for batch in b for i in batch) == list(range(203))
+        assert max(len(batch) for b in batches for batch in b) <= 8
 
     batch = ClassificationCollator(pad_id=1)([([0, 5, 2], 1), ([0, 7, 8, 9, 2], 0)])
     assert batch["input_ids"].tolist() == [[0, 5, 2, 1, 1], [0, 7, 8, 9, 2]]

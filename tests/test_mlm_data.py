@@ -212,17 +212,23 @@ def test_val_masks_fixed_and_train_remasked(tokenizer, tmp_path):
     data = make_data(tokenizer, tmp_path)
     assert same_batches(list(data.val_dataloader()), list(data.val_dataloader()))
     loader = data.train_dataloader()
-    epoch0, epoch1 = list(loader), list(loader)
-    assert len(epoch0) == len(epoch1) == len(loader)
+    lengths = [len(loader)]
+    epoch0 = list(loader)
+    lengths.append(len(loader))
+    epoch1 = list(loader)
+    assert [len(epoch0), len(epoch1)] == lengths and abs(lengths[0] - lengths[1]) <= 1
     rows0, rows1 = originals(epoch0), originals(epoch1)
     expected = [tuple(data.dataset.examples[i].tolist()) for i in data.train_indices]
-    # every example once per epoch, plus the few repeats that fill the last batch
-    assert len(rows0) == len(rows1) == len(loader) * 8 < len(expected) + 8
-    assert {r[0] for r in rows0} == {r[0] for r in rows1} == set(expected)
-    assert [r[0] for r in rows0] != [r[0] for r in rows1]  # reshuffled
+    # every example once per epoch; the batch that ends an epoch takes its rest from the next epoch's shuffle
+    keys = loader.order(0) + loader.order(1) + loader.order(2)
+    assert len(keys) == len(set(keys)) and len(rows0) == len(loader.order(0))
+    for epoch in (0, 1):
+        assert sorted(i for e, i in keys if e == epoch) == sorted(data.train_indices)
+    assert {r[0] for r in rows0} == set(expected) >= {r[0] for r in rows1}
+    assert [r[0] for r in rows0][:50] != [r[0] for r in rows1][:50]  # reshuffled
     labels0, labels1 = dict(rows0), dict(rows1)
-    changed = sum(labels0[k] != labels1[k] for k in labels0)
-    assert changed > 0.9 * len(labels0)  # re-masked
+    changed = sum(labels0[k] != labels1[k] for k in labels1)
+    assert changed > 0.9 * len(labels1)  # re-masked
     val = originals(data.val_dataloader())
     assert not {r[0] for r in val} & set(expected)
 
@@ -245,17 +251,21 @@ def test_exact_resume_and_worker_independence(tokenizer, tmp_path):
 def test_ranks_get_disjoint_shards(tokenizer, tmp_path):
     shards = [make_data(tokenizer, tmp_path, rank=r, world_size=2) for r in range(2)]
     loaders = [s.train_dataloader() for s in shards]
-    assert len(loaders[0]) == len(loaders[1])
-    orders = [loader.order(0) for loader in loaders]
-    n = len(shards[0].train_indices)
-    # the epoch is padded by repeating its start (like DistributedSampler) to whole batches on every rank
-    assert len(orders[0]) == len(orders[1]) == len(loaders[0]) * 8
-    assert len(set(orders[0]) & set(orders[1])) <= 2 * len(orders[0]) - n
-    assert set(orders[0]) | set(orders[1]) == set(shards[0].train_indices)
+    assert abs(len(loaders[0]) - len(loaders[1])) <= 1
+    orders = [loader.order(0) + loader.order(1) for loader in loaders]
+    # the ranks take micro-batches of the stream in turn: nothing read twice, every example once per epoch
+    assert not set(orders[0]) & set(orders[1])
+    assert sorted(i for o in orders for e, i in o if e == 0) == sorted(shards[0].train_indices)
     rows = [[r[0] for r in originals(list(loader))] for loader in loaders]
-    assert len(rows[0]) == len(rows[1]) == len(orders[0])
-    val = [[tuple(x.tolist()) for b in s.val_dataloader() for x in b["input_ids"]] for s in shards]
-    assert len(val[0]) == len(val[1])
+    assert [len(r) for r in rows] == [len(loader.order(0)) for loader in loaders]
+    # validation: each batch on one rank; the rank with fewer repeats one, which validation does not count
+    loaders = [s.val_dataloader() for s in shards]
+    assert len(loaders[0]) == len(loaders[1]) == -(-loaders[0].num_batches // 2)
+    assert sum(loader.counted() for loader in loaders) == loaders[0].num_batches
+    counted = [tuple(x.tolist()) for loader in loaders for b in list(loader)[: loader.counted()]
+               for x in b["input_ids"]]
+    assert sorted(counted) == sorted(tuple(x.tolist()) for b in make_data(tokenizer, tmp_path).val_dataloader()
+                                     for x in b["input_ids"])
 
 
 def test_loaders_leave_the_global_rng_alone(tokenizer, tmp_path):

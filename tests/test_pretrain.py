@@ -142,7 +142,7 @@ def test_ddp_two_processes_match_one(tmp_path):
     [
         (["--train.max_tokens", "10"], "smaller than one optimizer step"),
         (["--train.global_batch_size", "-8"], "must be a positive integer"),
-        (["--resume", "auto"], "nothing to resume"),
+        (["--resume", "true"], "nothing to resume"),
     ],
 )
 def test_bad_flags_fail_before_any_work(tmp_path, capsys, extra, message):

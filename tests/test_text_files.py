@@ -93,15 +93,19 @@ def test_packed_full_sentences(tokenizer, tmp_path, monkeypatch):
     assert val and not set(train) & set(val)
     meta = json.loads((tmp_path / "cache" / "meta.json").read_text())
     assert meta["stats"]["train"]["documents"] == len(train) and meta["stats"]["val"]["documents"] == len(val)
-    batches = list(data.train_dataloader())
-    assert len(batches) == len(data.train_dataloader())
+    loader = data.train_dataloader()
+    per_epoch = len(loader)
+    batches = list(loader)
+    assert len(batches) == per_epoch
     for b in batches:
         assert b["input_ids"].shape == (4, 32)
         assert (b["attention_mask"] == 1).all() and not (b["input_ids"] == tokenizer.pad_id).any()
         selected = b["labels"] != IGNORE_INDEX
         assert 0 < selected.sum() and not torch.isin(b["labels"][selected], torch.tensor([0, 1, 2, 3])).any()
-    n_blocks = sum(len(b["input_ids"]) for b in batches)
-    assert n_blocks == meta["stats"]["train"]["tokens"] // 32 or n_blocks == len(data.train_dataloader().dataset)
+    # every block of the epoch once (the last batch takes its rest from the next epoch's shuffle)
+    order = loader.order(0)
+    assert len(order) == len(batches) * 4 and len(set(order)) == len(order)
+    assert {i for e, i in order if e == 0} == set(range(len(loader.dataset))) >= {i for e, i in order}
     val_batches = [list(data.val_dataloader()) for _ in range(2)]
     assert val_batches[0] and same_batches(*val_batches)
 
@@ -290,18 +294,31 @@ def test_bad_input(tokenizer, tmp_path):
             TextFiles(train_data_path=tmp_path / "corpus", **kwargs)
 
 
-def test_ranks_read_disjoint_shards(tokenizer, tmp_path):
-    from litdata.utilities.env import _DistributedEnv
-
-    write_corpus(tmp_path / "corpus", n_txt_docs=150, n_jsonl=100)
-    data = make(tokenizer, tmp_path / "corpus", tmp_path / "cache", block_size=8)
-    seen = []
-    for rank in range(2):
-        ds = data._dataset("train")
-        ds.distributed_env = _DistributedEnv(world_size=2, global_rank=rank, num_nodes=1)
-        seen.append([item["index"] for item in ds])
-    assert seen[0] and seen[1] and not set(seen[0]) & set(seen[1])
-    assert abs(len(seen[0]) - len(seen[1])) <= 1
+def test_every_sequence_once_per_epoch_on_any_world(tokenizer, tmp_path):
+    """2 ranks (2 nodes x 1) and 4 (2 x 2): every block of every epoch read once across the ranks, the ranks' batches
+    interleaved are the 1-process batches (masks included), and each rank reads its own ids in the same order again."""
+    write_corpus(tmp_path / "corpus", n_txt_docs=60, n_jsonl=20)
+    single = make(tokenizer, tmp_path / "corpus", tmp_path / "cache", block_size=8, batch_size=3)
+    n = len(single.train_dataloader().dataset)
+    reference = [b for _ in range(3) for b in single.train_dataloader()]
+    for world in (2, 4):
+        ranks = []
+        for rank in range(world):
+            data = TextFiles(train_data_path=tmp_path / "corpus", cache_dir=tmp_path / "cache", num_workers=0,
+                             val_fraction=0.15)
+            data.connect(tokenizer, batch_size=3, max_seq_length=8, seed=7, rank=rank, world_size=world)
+            data.setup()
+            ranks.append(data.train_dataloader())
+        keys = [key for epoch in range(4) for loader in ranks for key in loader.order(epoch)]
+        assert len(keys) == len(set(keys))
+        for epoch in range(3):  # (the batch that ends an epoch takes its rest from the next one's shuffle)
+            assert sorted(i for e, i in keys if e == epoch) == list(range(n))
+            counts = [len(loader.order(epoch)) // 3 for loader in ranks]
+            assert max(counts) - min(counts) <= 1, counts
+        batches = [[b for _ in range(3) for b in loader] for loader in ranks]
+        interleaved = [batches[k % world][k // world] for k in range(min(map(len, batches)) * world)]
+        assert same_batches(interleaved, reference[: len(interleaved)]), world
+        assert ranks[1].order(1) == ranks[1].order(1) and ranks[1].order(1) != ranks[1].order(2)
 
 
 def test_huge_line_memory_is_bounded(tokenizer, tmp_path, monkeypatch):

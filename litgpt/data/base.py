@@ -1,4 +1,4 @@
-"""The DataModule contract every data module follows, and the one epoch sampler they share.
+"""The DataModule contract every data module follows, and the samplers they share.
 
 How the pretraining loop uses a data module::
 
@@ -9,19 +9,21 @@ How the pretraining loop uses a data module::
     barrier()
     data.setup()                 # every rank
     train_loader = data.train_dataloader()   # yields dicts of input_ids, labels, attention_mask (masked, padded)
-    val_loader = data.val_dataloader()       # same, with the same masks at every evaluation
+    val_loader = data.val_dataloader()       # an EvalLoader: the same masks at every evaluation
     state = data.state_dict()    # plain data, save it with the checkpoint
     data.load_state_dict(state)  # after this, iterating train_loader continues exactly where `state` was taken
 
 The train loader is iterated epoch after epoch: when an iterator is exhausted, `iter(train_loader)` starts the next
-epoch, reshuffled from (seed, epoch) and re-masked. Ranks: `connect(rank=, world_size=)` gives each DDP rank a
-disjoint shard of every epoch (for streaming data litdata does the split from torch.distributed). Do not pass the
-loaders through `fabric.setup_dataloaders` (it would replace the sampler); move batches to the device yourself.
-The finetuning data modules (`litgpt.data.finetuning`) follow the same contract with their own `connect` arguments.
+epoch, reshuffled from (seed, epoch) and re-masked. Ranks: `connect(rank=, world_size=)` gives each rank its share,
+the same way for every data module: pretraining reads `EpochStream`'s micro-batches (every sequence once per epoch
+across all ranks of all nodes, the same steps at any world size), validation `EvalLoader`'s, finetuning
+`EpochBatches`'. Do not pass the loaders through `fabric.setup_dataloaders` (it would replace the sampler); move
+batches to the device yourself. The finetuning data modules (`litgpt.data.finetuning`) follow the same contract with
+their own `connect` arguments.
 """
 
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -135,31 +137,77 @@ def check_batching(batch_size: int, max_seq_length: Optional[int], rank: int, wo
         raise ValueError(f"rank {rank} outside world_size {world_size}")
 
 
-# ---- the epoch sampler ------------------------------------------------------------------------------------------
-class EpochBatches:
-    """This rank's batches of example indices for one epoch: a function of (seed, epoch) only, so a resumed run
-    sees exactly the batches an uninterrupted one would. `set_epoch(e)` picks the epoch; `len()` costs nothing.
+# ---- the epoch samplers ------------------------------------------------------------------------------------------
+def epoch_order(indices: Sequence[int], seed: int, epoch: int) -> List[int]:
+    """`indices` shuffled for `epoch`: a function of (seed, epoch) only, the same on every rank and at any world size,
+    so a resumed run sees exactly the order an uninterrupted one would."""
+    g = torch.Generator().manual_seed(derive_seed(seed, epoch, -1))
+    return [indices[i] for i in torch.randperm(len(indices), generator=g).tolist()]
 
-    Without `lengths` (pretraining) the epoch's order is padded by repeating its start (like `DistributedSampler`)
-    so every rank gets the same number of full batches, and rank r takes micro-batches r, r + W, ... of it: W ranks
-    with accumulation A see exactly the micro-batches one process with accumulation W * A would.
-    With `lengths` (classification; `lengths[i]` is the length of example i) training shuffles, sorts each group of
-    `GROUP_BATCHES` batches by length, cuts it into batches and shuffles the batches, so similar lengths share a
-    batch; ranks take every W-th batch, and the few batches that would leave ranks with different counts are
-    dropped (DDP needs the same number of steps everywhere). Evaluation (`shuffle=False`) is longest first.
+
+class EpochStream:
+    """Pretraining's order on any number of ranks: the epochs' shuffles one after another, cut into micro-batches
+    of `batch_size` that are dealt to the ranks in turn (global micro-batch k goes to rank k % W).
+
+    Every sequence of every epoch is read exactly once across all ranks, and no rank runs out before another: the
+    stream does not end, and the micro-batch that crosses an epoch's end takes its last sequences from the next
+    epoch's shuffle (which then starts after them). W ranks with accumulation A read, step after step, exactly the
+    micro-batches one process with accumulation W * A reads, so the runs match. A sequence is named by
+    `(epoch, index)`; micro-batch k belongs to the epoch of its first sequence.
+    """
+
+    def __init__(self, indices: Sequence[int], batch_size: int, seed: int = 42, rank: int = 0,
+                 world_size: int = 1) -> None:
+        self.indices = [int(i) for i in indices]
+        if not self.indices:
+            raise UsageError("no training sequences; add data")
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        self._orders: Dict[int, List[int]] = {}
+
+    def first_batch(self, epoch: int) -> int:
+        """The global micro-batch that starts `epoch`: the first whose first sequence is in it."""
+        return -(-epoch * len(self.indices) // self.batch_size)
+
+    def rank_batches(self, epoch: int) -> range:
+        """This rank's global micro-batch numbers in `epoch` (none when the epoch is shorter than W micro-batches and
+        the others take them all)."""
+        start, end = self.first_batch(epoch), self.first_batch(epoch + 1)
+        return range(start + (self.rank - start) % self.world_size, end, self.world_size)
+
+    def batch(self, k: int) -> List[Tuple[int, int]]:
+        """The `(epoch, index)` of each sequence of global micro-batch k."""
+        n, out = len(self.indices), []
+        for position in range(k * self.batch_size, (k + 1) * self.batch_size):
+            epoch = position // n
+            if epoch not in self._orders:
+                self._orders = {e: o for e, o in self._orders.items() if e >= epoch - 1}  # keep two epochs at most
+                self._orders[epoch] = epoch_order(self.indices, self.seed, epoch)
+            out.append((epoch, self._orders[epoch][position % n]))
+        return out
+
+
+class EpochBatches:
+    """Finetuning's batches of example indices for one epoch, a function of (seed, epoch) only; `set_epoch(e)`
+    picks the epoch, `len()` costs nothing.
+
+    `lengths[i]` is the length of example i. Training shuffles, sorts each group of `GROUP_BATCHES` batches by
+    length, cuts it into batches and shuffles the batches, so similar lengths share a batch; rank r takes batches
+    r, r + W, .... Every example is read once per epoch and every rank gets the same number of batches (DDP needs
+    the same number of steps everywhere): when the B batches do not split evenly, the last W + (B mod W) are
+    pooled and re-cut, by length, into 2W smaller batches (`_even_rounds`). Evaluation (`shuffle=False`) is
+    longest first, the ranks taking every W-th batch.
     """
 
     def __init__(self, indices: Union[int, Sequence[int]], batch_size: int, shuffle: bool = True, seed: int = 42,
-                 rank: int = 0, world_size: int = 1, lengths: Optional[Sequence[int]] = None) -> None:
+                 rank: int = 0, world_size: int = 1, lengths: Sequence[int] = ()) -> None:
         self.indices = list(range(indices)) if isinstance(indices, int) else [int(i) for i in indices]
         if not self.indices:
             raise ValueError("EpochBatches needs at least one example")
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.lengths = list(lengths) if lengths is not None else None
+        if shuffle and len(self.indices) < world_size:
+            raise UsageError(f"{len(self.indices)} training examples cannot give each of {world_size} devices a batch")
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.lengths = list(lengths)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -167,13 +215,15 @@ class EpochBatches:
 
     def _num_batches(self) -> int:
         """Batches in the epoch before they are dealt out to the ranks."""
-        n, bs, world = len(self.indices), self.batch_size, self.world_size
-        if self.lengths is None:
-            return -(-n // (bs * world)) * world
-        batches = -(-n // bs)
-        if self.shuffle and world > 1:
-            batches = batches - batches % world or batches
-        return batches
+        batches, world = -(-len(self.indices) // self.batch_size), self.world_size
+        if not self.shuffle or batches % world == 0:
+            return batches
+        return (batches // world - (batches > world) + self._tail_rounds(batches)) * world
+
+    def _tail_rounds(self, batches: int) -> int:
+        """Rounds of W batches the pooled tail is re-cut into: two when the tail holds more than W batches (so none
+        grows beyond `batch_size`), one when it is the whole epoch or the batches hold one example each."""
+        return 2 if batches > self.world_size and self.batch_size > 1 else 1
 
     def __len__(self) -> int:
         return len(range(self.rank, self._num_batches(), self.world_size))
@@ -181,42 +231,50 @@ class EpochBatches:
     def batches(self, epoch: Optional[int] = None) -> List[List[int]]:
         """This rank's batches for `epoch` (default: the current one)."""
         epoch = self.epoch if epoch is None else epoch
-        bs, idx = self.batch_size, self.indices
+        bs, idx, world = self.batch_size, self.indices, self.world_size
         g = torch.Generator().manual_seed(derive_seed(self.seed, epoch, -1))
         if self.shuffle:
             idx = [idx[i] for i in torch.randperm(len(idx), generator=g).tolist()]
-        if self.lengths is None:
-            total = self._num_batches() * bs
-            idx = (idx * -(-total // len(idx)))[:total]
-            batches = [idx[i : i + bs] for i in range(0, total, bs)]
-        else:
-            group = bs * GROUP_BATCHES if self.shuffle else len(idx)
-            batches = []
-            for start in range(0, len(idx), group):
-                part = sorted(idx[start : start + group], key=lambda i: -self.lengths[i])
-                batches += [part[j : j + bs] for j in range(0, len(part), bs)]
-            if self.shuffle:
-                batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
-        return batches[: self._num_batches()][self.rank :: self.world_size]
+        group = bs * GROUP_BATCHES if self.shuffle else len(idx)
+        batches = []
+        for start in range(0, len(idx), group):
+            part = sorted(idx[start : start + group], key=lambda i: -self.lengths[i])
+            batches += [part[j : j + bs] for j in range(0, len(part), bs)]
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+            if len(batches) % world:
+                batches = self._even_rounds(batches)
+        return batches[self.rank :: self.world_size]
+
+    def _even_rounds(self, batches: List[List[int]]) -> List[List[int]]:
+        """The last W + (B mod W) batches (all of them when B < W) re-cut, by length, into batches of near equal
+        size, W or 2W of them (`_tail_rounds`), so the ranks get the same number and no example is dropped."""
+        world = self.world_size
+        tail = len(batches) % world + world if len(batches) > world else len(batches)
+        pool = sorted((i for b in batches[-tail:] for i in b), key=lambda i: -self.lengths[i])
+        parts = world * self._tail_rounds(len(batches))
+        cuts = [len(pool) * j // parts for j in range(parts + 1)]
+        return batches[:-tail] + [pool[cuts[j] : cuts[j + 1]] for j in range(parts)]
 
     def __iter__(self) -> Iterator[List[int]]:
         return iter(self.batches())
 
 
-# ---- a resumable loader over a map-style dataset ------------------------------------------------------------------
+# ---- resumable loaders over a map-style dataset --------------------------------------------------------------------
 class EpochLoader:
-    """Batches of a map-style dataset from `EpochBatches`, epoch after epoch, resumable mid-epoch.
+    """Pretraining batches of a map-style dataset from `EpochStream`, epoch after epoch, resumable mid-epoch.
 
-    The dataset is indexed with `(epoch, index)` keys when `pass_epoch=True` so an example's masking can be derived
-    from (seed, epoch, index): the same batches come out whatever `num_workers` is, and a restored loader continues
-    exactly. `state_dict()` counts the examples this rank has consumed in the current epoch.
+    Iterating yields this rank's micro-batches of the current epoch; the next `iter()` starts the next epoch. The
+    dataset is indexed with `(epoch, index)` keys when `pass_epoch=True` so a sequence's masking is derived from
+    (seed, epoch, index): the same batches come out whatever `num_workers` is, and a restored loader continues
+    exactly. `state_dict()` counts the batches this rank has consumed in the current epoch.
     """
 
     def __init__(self, dataset: Any, indices: Sequence[int], batch_size: int, collate_fn: Callable,
-                 shuffle: bool = True, seed: int = 42, rank: int = 0, world_size: int = 1, num_workers: int = 0,
+                 seed: int = 42, rank: int = 0, world_size: int = 1, num_workers: int = 0,
                  pass_epoch: bool = True) -> None:
         self.dataset = dataset
-        self.sampler = EpochBatches(indices, batch_size, shuffle, seed, rank, world_size)
+        self.stream = EpochStream(indices, batch_size, seed, rank, world_size)
         self.batch_size = batch_size
         self.collate_fn = collate_fn
         self.seed = seed
@@ -226,43 +284,79 @@ class EpochLoader:
         self.epoch = 0
         self.offset = 0
 
-    @property
-    def examples_per_rank(self) -> int:
-        return len(self.sampler) * self.batch_size
-
     def __len__(self) -> int:
-        return len(self.sampler)
+        """This rank's micro-batches in the current epoch."""
+        return len(self.stream.rank_batches(self.epoch))
 
-    def order(self, epoch: int) -> List[int]:
-        """This rank's example indices for `epoch`, in order."""
-        return [i for batch in self.sampler.batches(epoch) for i in batch]
+    def order(self, epoch: int) -> List[Tuple[int, int]]:
+        """This rank's `(epoch, index)` sequences of `epoch`'s micro-batches, in order."""
+        return [key for k in self.stream.rank_batches(epoch) for key in self.stream.batch(k)]
 
     def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:
         from torch.utils.data import DataLoader
 
-        if self.offset >= self.examples_per_rank:
+        while self.offset >= len(self):  # done here, or an epoch with no micro-batch starting on this rank
             self.epoch, self.offset = self.epoch + 1, 0
         epoch = self.epoch
-        order = self.order(epoch)[self.offset:]
-        keys = [(epoch, i) for i in order] if self.pass_epoch else order
+        keys = self.order(epoch)[self.offset * self.batch_size :]
+        if not self.pass_epoch:
+            keys = [index for _, index in keys]
         # a generator of its own: creating the iterator must not draw from the global RNG (dropout's), or a
         # resumed run, which creates it at a different moment, would drift from an uninterrupted one
         generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch, -2))
         loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=keys, collate_fn=self.collate_fn,
                             num_workers=self.num_workers, generator=generator)
         for batch in loader:
-            self.offset += len(batch["input_ids"])
+            self.offset += 1
             yield batch
         self.epoch, self.offset = epoch + 1, 0
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"epoch": self.epoch, "offset": self.offset, "seed": self.seed,
-                "num_examples": len(self.sampler.indices), "world_size": self.world_size}
+        return {"epoch": self.epoch, "batches": self.offset, "seed": self.seed, "batch_size": self.batch_size,
+                "num_examples": len(self.stream.indices), "world_size": self.world_size}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        n = len(self.sampler.indices)
-        if state.get("num_examples") != n or state.get("world_size") != self.world_size:
-            raise UsageError(f"cannot resume the data position: the checkpoint saw {state.get('num_examples')} examples"
-                             f" on {state.get('world_size')} rank(s), now there are {n} on "
-                             f"{self.world_size}; resume with the same data and number of devices")
-        self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
+        saved = (state.get("num_examples"), state.get("world_size"), state.get("batch_size"))
+        now = (len(self.stream.indices), self.world_size, self.batch_size)
+        if saved != now or "batches" not in state:
+            raise UsageError(f"cannot resume the data position: the checkpoint saw {saved[0]} sequences on {saved[1]}"
+                             f" rank(s) in batches of {saved[2]}, now there are {now[0]} on {now[1]} in batches of "
+                             f"{now[2]}; resume with the same data, devices and micro-batch size")
+        self.epoch, self.offset = int(state["epoch"]), int(state["batches"])
+
+
+class EvalLoader:
+    """An evaluation split in fixed batches, dealt to the ranks: batch b goes to rank b % W, so every batch is
+    counted once and the figure is the same at any world size. Every rank yields the same number of batches,
+    ceil(B / W), its own first and then, where it has fewer, repeats of others': a model sharded across the ranks
+    (FSDP) needs every rank in every forward. To cover the split's first `limit` batches every rank runs `steps(limit)`,
+    of which the first `counted(limit)` are its own."""
+
+    def __init__(self, dataset: Any, batches: Sequence[Sequence[Any]], collate_fn: Callable, rank: int = 0,
+                 world_size: int = 1, num_workers: int = 0, seed: int = 42) -> None:
+        self.dataset, self.collate_fn, self.num_workers, self.seed = dataset, collate_fn, num_workers, seed
+        self.global_batches = [list(b) for b in batches]
+        self.rank, self.world_size = rank, world_size
+
+    @property
+    def num_batches(self) -> int:
+        return len(self.global_batches)
+
+    def __len__(self) -> int:
+        return -(-self.num_batches // self.world_size)
+
+    def counted(self, limit: Optional[int] = None) -> int:
+        return len(range(self.rank, min(self.num_batches, limit or self.num_batches), self.world_size))
+
+    def steps(self, limit: Optional[int] = None) -> int:
+        """Batches every rank runs to cover the split's first `limit`."""
+        return -(-min(self.num_batches, limit or self.num_batches) // self.world_size)
+
+    def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:
+        from torch.utils.data import DataLoader
+
+        n = self.num_batches
+        mine = [self.global_batches[(self.rank + j * self.world_size) % n] for j in range(len(self))]
+        # its own generator, so evaluating never draws from the global RNG (see EpochLoader)
+        return iter(DataLoader(self.dataset, batch_sampler=mine, collate_fn=self.collate_fn,
+                               num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed)))

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch.utils.data import Dataset
 
-from litgpt.data.base import DataModule, EpochLoader
+from litgpt.data.base import DataModule, EpochLoader, EvalLoader
 from litgpt.data.mlm import MLMCollator, MLMMasker, derive_seed, example_generator
 from litgpt.data.readers import find_text_files, read_text_lines
 from litgpt.utils import UsageError, atomic_write_text
@@ -195,23 +195,18 @@ class TestData(DataModule):
     def _make_train_loader(self) -> EpochLoader:
         if self.dataset is None:
             raise RuntimeError("TestData: call setup() before train_dataloader()")
-        return EpochLoader(self.dataset, self.train_indices, self.batch_size, self._collator(), shuffle=True,
-                           seed=self.seed, rank=self.rank, world_size=self.world_size, num_workers=self.num_workers)
+        return EpochLoader(self.dataset, self.train_indices, self.batch_size, self._collator(), seed=self.seed,
+                           rank=self.rank, world_size=self.world_size, num_workers=self.num_workers)
 
-    def val_dataloader(self) -> Optional[torch.utils.data.DataLoader]:
-        """Validation batches in a fixed order with fixed masks; each rank gets its shard (padded to equal size).
-        `None` when `val_split` is 0."""
-        from torch.utils.data import DataLoader
-
+    def val_dataloader(self) -> Optional[EvalLoader]:
+        """Validation batches in a fixed order with fixed masks, dealt to the ranks. `None` when `val_split` is 0."""
         if self.dataset is None:
             raise RuntimeError("TestData: call setup() before val_dataloader()")
         if not self.val_indices:
             return None
-        per_rank = -(-len(self.val_indices) // self.world_size)
-        order = (self.val_indices * self.world_size)[: per_rank * self.world_size][self.rank::self.world_size]
-        # its own generator, so evaluating never draws from the global RNG (see EpochLoader)
-        return DataLoader(self.dataset, batch_size=self.batch_size, sampler=order, collate_fn=self._collator(),
-                          num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed))
+        batches = [self.val_indices[i : i + self.batch_size] for i in range(0, len(self.val_indices), self.batch_size)]
+        return EvalLoader(self.dataset, batches, self._collator(), self.rank, self.world_size, self.num_workers,
+                          self.seed)
 
 
 def split_distinct(examples: List[torch.Tensor], val_split: float, seed: int) -> Tuple[List[int], List[int]]:

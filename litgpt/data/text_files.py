@@ -1,5 +1,5 @@
 """A folder of `.txt` / `.jsonl` text for real pretraining: tokenized once in parallel with `litdata.optimize` into
-a cache, then streamed with `litdata.StreamingDataset` / `StreamingDataLoader`.
+a cache, then read with `litdata.StreamingDataset` (memory-mapped chunks) in the order of `EpochStream`.
 
 - `mode="packed"` (RoBERTa's FULL-SENTENCES): every document becomes `<s> ... </s>`; the documents are concatenated
   and cut into `max_seq_length` blocks, which cross document boundaries and need no padding. A `.txt` document is a
@@ -14,10 +14,13 @@ tokenizer, the mode and the split; a matching cache is reused, anything else is 
 (`litgpt/data/text_tokenize.py`) reads files in slices and never holds a huge single line in memory.
 Bad input (invalid UTF-8, NUL bytes, broken JSON) stops the build with a UsageError naming file and line; the
 workers report errors through files instead of raising, since a raising litdata worker can leave `optimize` hanging.
-Resuming: the loader's position is litdata's `StreamingDataLoader.state_dict()`; masks come from
-(seed, epoch, block index), so a restored loader continues with exactly the batches an uninterrupted run would see
-(with the same batch size, num_workers and number of devices). The train loader yields whole batches only.
-DDP: litdata gives every rank its own shard (it reads the world from `torch.distributed`).
+Order and ranks: the train split is read in `litgpt.data.base.EpochStream`'s order (each sequence once per epoch
+across all ranks of all nodes, the same steps at any world size), masked from (seed, epoch, index); validation is
+dealt to the ranks by `EvalLoader`. litdata's own sharding is not used: it guesses the number of nodes from the CUDA
+device count, and measured on a 2-node run it left sequences unread every epoch, read others twice from the second
+epoch on, and gave ranks different numbers of batches (`benchmarks/litdata_nodes.py` measures it). Resuming: the
+position is `EpochLoader.state_dict()`, so a restored loader continues with exactly the batches an uninterrupted run
+would see (with the same batch size and number of devices; any num_workers).
 """
 
 import hashlib
@@ -34,9 +37,9 @@ os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # no PyPI request o
 
 import numpy as np
 import torch
-from litdata import StreamingDataLoader, StreamingDataset, TokensLoader
+from litdata import StreamingDataset, TokensLoader
 
-from litgpt.data.base import DataModule
+from litgpt.data.base import DataModule, EpochLoader, EvalLoader
 from litgpt.data.mlm import MLMCollator
 from litgpt.data.readers import find_text_files, plan_ranges
 from litgpt.data.text_tokenize import Tokenize
@@ -51,16 +54,28 @@ MIN_RANGE_BYTES = 1 << 20
 VAL_EPOCH = -1
 
 
-class _IndexedStreamingDataset(StreamingDataset):
-    """Items as `{"input_ids", "index", "epoch"}` so the collator can mask from (seed, epoch, index)."""
+class _Sequences(torch.utils.data.Dataset):
+    """A split of the cache as a map-style dataset: `dataset[(epoch, i)]` is `{"input_ids", "index", "epoch"}`, so the
+    collator masks sequence i from (seed, epoch, i); `dataset[i]` takes `fixed_epoch` (validation's)."""
 
-    fixed_epoch: Optional[int] = None
+    def __init__(self, root: Path, block_size: Optional[int], fixed_epoch: int = VAL_EPOCH) -> None:
+        from litdata.utilities.env import _DistributedEnv
 
-    def __getitem__(self, index: Any) -> Dict[str, Any]:
-        item = super().__getitem__(index)
-        ids = torch.as_tensor(np.asarray(item).astype(np.int64))
-        epoch = self.fixed_epoch if self.fixed_epoch is not None else int(self.current_epoch)
-        return {"input_ids": ids, "index": int(getattr(index, "index", index)), "epoch": epoch}
+        loader = TokensLoader(block_size=block_size) if block_size else None
+        self.streaming = StreamingDataset(str(root), item_loader=loader)
+        # every rank reads its own sequences by index, so litdata must see the whole split: one process, no drop
+        self.streaming.distributed_env = _DistributedEnv(world_size=1, global_rank=0, num_nodes=1)
+        self.streaming.set_drop_last(False)
+        self.fixed_epoch = fixed_epoch
+        self.size = len(self.streaming)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key: Any) -> Dict[str, Any]:
+        epoch, index = key if isinstance(key, tuple) else (self.fixed_epoch, key)
+        ids = torch.as_tensor(np.asarray(self.streaming[int(index)]).astype(np.int64))
+        return {"input_ids": ids, "index": int(index), "epoch": int(epoch)}
 
 
 def _start_method() -> str:
@@ -82,7 +97,7 @@ class TextFiles(DataModule):
         val_fraction: Fraction of documents (lines in lines mode) held out for validation when there is no
             val_data_path.
         cache_dir: Where the tokenized data goes (default ~/.cache/litgpt/text_files/<hash>); reused when it matches.
-        num_workers: Worker processes for tokenizing and for streaming. Resume with the same number.
+        num_workers: Worker processes for tokenizing and for loading (the batches do not depend on it).
         mode: packed: documents concatenated and cut into full blocks; lines: one padded sequence per line.
         documents: Packed mode: each document of a block attends only to itself, its positions counted from its
             own `<s>` (DOC-SENTENCES); otherwise attention spans the whole block (FULL-SENTENCES).
@@ -249,29 +264,21 @@ class TextFiles(DataModule):
         """Checks the cache (building it here when running as a single process) and that each split has data."""
         self._require_connected()
         if not self._cache_matches():
-            if self.world_size > 1:
-                raise RuntimeError("TextFiles: the cache is missing; call prepare_data() on rank 0 before setup()")
+            if self.world_size > 1:  # rank 0 built it (prepare_data) before this rank got here
+                raise UsageError(f"--data.cache_dir {self.cache_root()}: rank {self.rank} does not see the cache rank 0"
+                                 " built; on several nodes put it on a filesystem that every node shares")
             self.prepare_data()
-        if self.world_size > 1 and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            raise RuntimeError("TextFiles with world_size > 1 needs torch.distributed initialized (Fabric does it)")
         for name in ("train", "val"):
             if len(self._dataset(name)) == 0:
                 raise UsageError(f"the {name} split has no {'block' if self.mode == 'packed' else 'sequence'} "
                                  f"of {self.max_seq_length} tokens; add text or lower max_seq_length")
         self._train_loader = None
-        if len(self._make_train_loader()) == 0:
-            raise UsageError(f"the train split ({len(self._dataset('train'))} sequences) does not fill one batch of "
-                             f"{self.batch_size} per worker and rank; add text or lower the batch size")
 
     def tokenizer_training_texts(self) -> List[Path]:
         return self._files()[0]
 
-    def _dataset(self, name: str) -> _IndexedStreamingDataset:
-        root = self.cache_root()
-        loader = TokensLoader(block_size=self.max_seq_length) if self.mode == "packed" else None
-        ds = _IndexedStreamingDataset(str(root / name), item_loader=loader, shuffle=name == "train", seed=self.seed)
-        ds.fixed_epoch = VAL_EPOCH if name == "val" else None
-        return ds
+    def _dataset(self, name: str) -> _Sequences:
+        return _Sequences(self.cache_root() / name, self.max_seq_length if self.mode == "packed" else None)
 
     def _collator(self) -> MLMCollator:
         return MLMCollator.from_tokenizer(self.tokenizer, objective=self.objective, seed=self.seed,
@@ -279,14 +286,13 @@ class TextFiles(DataModule):
                                           mask_replace_prob=self.mask_replace_prob,
                                           random_replace_prob=self.random_replace_prob)
 
-    def _make_train_loader(self) -> StreamingDataLoader:
-        # whole batches only: litdata counts every batch as full when it saves the position. Its own generator:
-        # starting an iterator must not draw from the global RNG, or a resumed run's dropout would drift
-        return StreamingDataLoader(self._dataset("train"), batch_size=self.batch_size, num_workers=self.num_workers,
-                                   collate_fn=self._collator(), drop_last=True,
-                                   generator=torch.Generator().manual_seed(self.seed))
+    def _make_train_loader(self) -> EpochLoader:
+        train = self._dataset("train")
+        return EpochLoader(train, range(len(train)), self.batch_size, self._collator(), seed=self.seed,
+                           rank=self.rank, world_size=self.world_size, num_workers=self.num_workers)
 
-    def val_dataloader(self) -> StreamingDataLoader:
-        """Validation batches in a fixed order with fixed masks."""
-        return StreamingDataLoader(self._dataset("val"), batch_size=self.batch_size, num_workers=self.num_workers,
-                                   collate_fn=self._collator(), generator=torch.Generator().manual_seed(self.seed))
+    def val_dataloader(self) -> EvalLoader:
+        """Validation batches in a fixed order with fixed masks, dealt to the ranks."""
+        val = self._dataset("val")
+        batches = [range(i, min(i + self.batch_size, len(val))) for i in range(0, len(val), self.batch_size)]
+        return EvalLoader(val, batches, self._collator(), self.rank, self.world_size, self.num_workers, self.seed)

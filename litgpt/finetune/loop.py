@@ -10,8 +10,9 @@ and early stopping after `--patience` epochs without a better one. Without a val
 the last epoch is the model. The test split never feeds back: it is scored once, after training, and a run whose
 test labels were shuffled writes the same weights.
 
-After every epoch `output_dir/train_state.pt` holds everything needed to continue (model, optimizer, scheduler, RNG,
-the best epoch so far, the history); `--resume` continues from it and ends with the uninterrupted run's weights.
+After every epoch `output_dir/train_state.pt` holds everything needed to continue (model, optimizer, scheduler, every
+rank's RNG, the best epoch so far, the history); `--resume` continues from it and ends with the uninterrupted run's
+weights, on one device or several nodes.
 
 `metrics.json`: the test figures at the top level (as each task reports them), then `"test"` (the same figures),
 `"validation"` (the chosen epoch's figures and the per-epoch `"history"`) and `"selected_by"` ({"split",
@@ -27,6 +28,8 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
+from litgpt.distributed import gather, lost_peer, make_strategy, world_size
+from litgpt.distributed import launch as launch_fabric  # (`launch` here is the task's)
 from litgpt.export import STATE_FILE, prepare_output_dir, save_adapters, save_finetuned
 from litgpt.finetune.prepare import Run, hparams, make_scheduler
 from litgpt.kernels import add_lora
@@ -56,12 +59,16 @@ class Task:
 def launch(run: Run, make_task: Callable[[Any, Run], Task]) -> None:
     """Starts Fabric; in each process `make_task(fabric, run)` (a module-level function, so spawned processes can
     receive it) builds the task, and `fit` runs it."""
-    fabric = make_fabric(run.args.devices, run.args.accelerator, run.args.precision)
-    fabric.launch(_fit_task, run, make_task)
+    args = run.args
+    world = world_size(args.devices, args.num_nodes, args.accelerator)
+    fabric = make_fabric(args.devices, args.accelerator, args.precision, num_nodes=args.num_nodes,
+                         strategy=make_strategy("auto", world, args.dist_timeout))
+    launch_fabric(fabric, _fit_task, run, make_task)
 
 
 def _fit_task(fabric, run: Run, make_task: Callable[[Any, Run], Task]) -> None:
-    fit(fabric, run, make_task(fabric, run))
+    with lost_peer(fabric, run.args.dist_timeout):
+        fit(fabric, run, make_task(fabric, run))
 
 
 def fit(fabric, run: Run, task: Task) -> None:
@@ -92,8 +99,9 @@ def fit(fabric, run: Run, task: Task) -> None:
                      + (" | best so far" if improved else ""))
         state["stopped"] = (bool(args.patience) and state["best"] is not None
                             and epoch + 1 - state["best"]["epoch"] >= args.patience)
+        rngs = gather(fabric, capture_rng())  # every rank's, each continues its own on --resume
         if fabric.global_rank == 0:
-            save_train_state(Path(args.output_dir) / STATE_FILE, state, run, fabric.world_size)
+            save_train_state(Path(args.output_dir) / STATE_FILE, {**state, "rng": rngs}, run, fabric.world_size)
         fabric.barrier()
         if state["stopped"] and epoch + 1 < args.num_epochs:
             fabric.print(f"Stopping early: no better validation {task.metric} in {args.patience} epoch(s)")
@@ -125,7 +133,7 @@ def start(fabric, run: Run, task: Task):
     args, state = run.args, run.resume_state
     if state is not None and state.get("world_size", 1) != fabric.world_size:
         raise UsageError(f"--resume: the saved run trained on {state.get('world_size', 1)} device(s), now "
-                         f"{fabric.world_size}; resume with the same --devices")
+                         f"{fabric.world_size}; resume with the same --num_nodes x --devices")
     fabric.seed_everything(args.seed, verbose=False)
     if fabric.global_rank == 0:
         prepare_output_dir(Path(args.output_dir), hparams(args), run.tokenizer, run.config, state is not None)
@@ -152,7 +160,7 @@ def start(fabric, run: Run, task: Task):
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         progress.update({k: state[k] for k in ("epoch", "best", "history")})
-        restore_rng(state["rng"])
+        restore_rng(state["rng"][fabric.global_rank] if isinstance(state["rng"], list) else state["rng"])
         fabric.print(f"Resumed {Path(args.output_dir) / STATE_FILE} after epoch {progress['epoch']}")
     return model, optimizer, scheduler, {**progress, "model": model, "optimizer": optimizer, "scheduler": scheduler}
 
@@ -272,7 +280,7 @@ def save_train_state(path: Path, state: Dict[str, Any], run: Run, world_size: in
         "model": {k: v.detach().cpu() for k, v in unwrap(state["model"]).state_dict().items()},
         "optimizer": state["optimizer"].state_dict(),
         "scheduler": state["scheduler"].state_dict(),
-        "rng": capture_rng(),
+        "rng": state.get("rng") or capture_rng(),
         **{k: state[k] for k in ("epoch", "best", "history", "stopped")},
         "args": hparams(run.args),
         "model_config": asdict(run.config),
