@@ -41,7 +41,7 @@ def main(
     if json:
         print(jsonlib.dumps(predictions, ensure_ascii=False))
         return
-    print(f"{classifier.source} on {classifier.device}", file=sys.stderr)
+    print(classifier.summary, file=sys.stderr)
     labels = classifier.labels
     for p in predictions:
         shown = p["text"] + (f"\t{p['text_pair']}" if "text_pair" in p else "")

@@ -67,7 +67,7 @@ def main(
                              max_length=max_length)
     settings = (f"{embedder.pooling} pooling{', normalized' if embedder.normalize else ''}, up to "
                 f"{embedder.max_length} tokens")
-    print(f"{embedder.source} on {embedder.device}: {settings}", file=sys.stderr)
+    print(f"{embedder.summary}: {settings}", file=sys.stderr)
     if input is not None:
         embed_file(embedder, input, output)
         return

@@ -38,7 +38,7 @@ def main(
     if json:
         print(jsonlib.dumps(results, ensure_ascii=False))
         return
-    print(f"{mlm.source} on {mlm.device}", file=sys.stderr)
+    print(mlm.summary, file=sys.stderr)
     for text_, masks in zip(texts, results):
         print(text_)
         for m, candidates in enumerate(masks, 1):

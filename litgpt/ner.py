@@ -35,7 +35,7 @@ def main(
     if json:
         print(jsonlib.dumps(results, ensure_ascii=False))
         return
-    print(f"{tagger.source} on {tagger.device}", file=sys.stderr)
+    print(tagger.summary, file=sys.stderr)
     for result in results:
         print(result["text"])
         for e in result["entities"]:

@@ -47,7 +47,7 @@ def main(
     if json:
         print(jsonlib.dumps(result, ensure_ascii=False))
         return
-    print(f"{reader.source} on {reader.device}", file=sys.stderr)
+    print(reader.summary, file=sys.stderr)
     if result["answer"]:
         print(f"{result['answer']}\t[{result['start']}:{result['end']}]\t{result['score']:.4f}")
     else:
