@@ -3,9 +3,10 @@ class needs, length-sorted padded batches with rounded shapes, and pooling the e
 vectors."""
 
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +82,31 @@ def _round_up_rows(computed: torch.Tensor, multiple: int) -> torch.Tensor:
     return extra
 
 
+# `precision` of a PyTorch model: fp32, bf16 autocast, or the faster of the two that this device runs well
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def fastest_precision(device: torch.device) -> str:
+    """What `precision="auto"` runs: bf16 autocast on a CPU with bf16 dot products (AMX or AVX512-BF16), where it
+    measured faster than fp32 with embeddings within 1e-4 cosine of fp32 (benchmarks/cpu_inference.py); fp32
+    elsewhere."""
+    if device.type != "cpu":
+        return "fp32"
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch.cpu's, private: absent means no
+    return "bf16" if any(getattr(torch.cpu, name, lambda: False)() for name in checks) else "fp32"
+
+
+def inference(method: Callable) -> Callable:
+    """Runs an inference method in `torch.inference_mode`, under bf16 autocast where the object was loaded so."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 # a checkpoint's head -> (what it is, the head the others lack, what reads it)
 HEADS = {
     "mlm": ("a masked LM", "LM head", "`litgpt fill_mask` / MaskedLM"),
@@ -125,6 +151,13 @@ def open_source(source: Union[str, Path], checkpoints_dir: Path = Path("checkpoi
                   checkpoint.tokenizer_dir, checkpoint.source, checkpoint)
 
 
+def check_precision(precision: str, opened: Opened) -> None:
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" and opened.checkpoint is None:
+        raise UsageError(f"--precision bf16: {opened.where} runs at the precision it was exported with")
+
+
 class _Inference:
     """What every inference object shares: the model in eval mode on its device, the tokenizer and padded batching."""
 
@@ -144,16 +177,19 @@ class _Inference:
         self.max_length = self.config.block_size  # longer texts are truncated (fill_mask refuses them)
         self.folder: Optional[Path] = None  # the checkpoint's folder, when loaded from one
         self.head = ""  # the loaded checkpoint's head (`HEADS`)
+        self.precision = "fp32"  # a PyTorch model's: fp32, or bf16 (autocast)
 
     @classmethod
     def load(cls, source: Union[str, Path], device: Optional[Union[str, torch.device]] = None,
-             batch_size: int = 32, checkpoints_dir: Path = Path("checkpoints")):
+             batch_size: int = 32, checkpoints_dir: Path = Path("checkpoints"), precision: str = "fp32"):
         """Loads the weights, config and tokenizer found at `source` onto `device` (default: GPU if any, else CPU).
-        A folder written by `litgpt export` runs on ONNX Runtime, on the CPU."""
+        A folder written by `litgpt export` runs on ONNX Runtime, on the CPU. `precision` (PyTorch): `fp32`, `bf16`
+        (autocast) or `auto` (`fastest_precision`)."""
         from litgpt.api.onnx_runtime import OnnxModel
         from litgpt.checkpoint import build_model
 
         opened = open_source(source, checkpoints_dir)
+        check_precision(precision, opened)
         if cls.kind and opened.head != cls.kind and not (cls.kind == "mlm" and opened.head == "base"):
             hint = " (finetune it first with `litgpt finetune`)" if opened.head in ("mlm", "base") else ""
             raise UsageError(f"{opened.where}: is {HEADS[opened.head][0]}, not {HEADS[cls.kind][0]} (it has no "
@@ -169,13 +205,15 @@ class _Inference:
             model = build_model(opened.config, opened.checkpoint.state_dict, opened.where)
         loaded = cls(model, opened.tokenizer, device, batch_size, opened.where)
         loaded.folder, loaded.head = opened.folder, opened.head
+        if opened.checkpoint is not None:
+            loaded.precision = fastest_precision(device) if precision == "auto" else precision
         return loaded
 
     @property
     def runtime(self) -> str:
         """Which path runs the model, in a few words for users."""
         if isinstance(self.model, torch.nn.Module):
-            return f"PyTorch {str(next(self.model.parameters()).dtype).removeprefix('torch.')}"
+            return "PyTorch bf16 autocast" if self.precision == "bf16" else "PyTorch fp32"
         threads = self.model.session.get_session_options().intra_op_num_threads
         return f"ONNX Runtime {self.model.precision}, {threads} threads"
 
@@ -211,7 +249,7 @@ class _Inference:
             attention_mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
             yield idx, input_ids.to(self.device), attention_mask.to(self.device)
 
-    @torch.inference_mode()
+    @inference
     def embed(self, texts: Union[str, Sequence[str]], pooling: str = "mean", normalize: bool = False) -> torch.Tensor:
         """One vector per text, `[N, n_embd]` float32 on the CPU, pooled from the encoder's last hidden states.
 

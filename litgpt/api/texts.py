@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
-from litgpt.api.base import POOLING, Candidate, _as_texts, _Inference
+from litgpt.api.base import POOLING, Candidate, _as_texts, _Inference, inference
 from litgpt.config import label_names
 from litgpt.utils import UsageError, read_json
 
@@ -17,7 +17,7 @@ class MaskedLM(_Inference):
 
     kind = "mlm"
 
-    @torch.inference_mode()
+    @inference
     def fill_mask(self, text_or_texts: Union[str, Sequence[str]], top_k: int = 5):
         """The `top_k` most likely tokens at every `<mask>`.
 
@@ -73,7 +73,7 @@ class Classifier(_Inference):
         """Label names ordered by label id, from the checkpoint's `id2label` (`LABEL_i` where missing)."""
         return label_names(self.config.id2label, self.model.num_labels)
 
-    @torch.inference_mode()
+    @inference
     def predict(self, texts: Union[str, Sequence[str]], text_pairs: Optional[Union[str, Sequence[str]]] = None,
                 threshold: float = 0.5) -> List[Dict[str, Any]]:
         """One answer per text (the `litgpt classify --json` format); with `text_pairs`, per pair (`text`, `text_pair`).
@@ -138,10 +138,11 @@ class Embedder(_Inference):
     @classmethod
     def load(cls, source: Union[str, Path], device: Optional[Union[str, torch.device]] = None, batch_size: int = 32,
              checkpoints_dir: Path = Path("checkpoints"), pooling: Optional[str] = None,
-             normalize: Optional[bool] = None, max_length: Optional[int] = None) -> "Embedder":
+             normalize: Optional[bool] = None, max_length: Optional[int] = None, precision: str = "fp32"
+             ) -> "Embedder":
         if pooling is not None and pooling not in POOLING:
             raise UsageError(f"--pooling {pooling!r}: expected one of {', '.join(POOLING)}")
-        embedder = super().load(source, device, batch_size, checkpoints_dir)
+        embedder = super().load(source, device, batch_size, checkpoints_dir, precision)
         block = embedder.config.block_size
         if max_length is not None and not (isinstance(max_length, int) and 2 <= max_length <= block):
             raise UsageError(f"--max_length {max_length!r}: expected an integer from 2 to the model's {block}")
