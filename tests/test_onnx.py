@@ -213,3 +213,25 @@ def test_an_empty_folder_is_filled_and_the_source_kept(tiny_checkpoint, tmp_path
     assert (out / ONNX_FILE).is_file() and (out / "modules.json").is_file()
     assert snapshot(Path(tiny_checkpoint)) == before
     assert [p.name for p in tmp_path.iterdir()] == ["empty"]  # no temp folder left beside it
+
+
+def test_serve_an_int8_export(exports):
+    """`litgpt serve` on an int8 export: the same JSON as `litgpt.api` on it. Concurrent requests are batched
+    together, which moves int8's per-batch activation scales: their answers stay within 0.02."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from test_serve import Server, post
+
+    _, folder = exports("roberta", "classification", "int8")
+    expected = Classifier.load(folder).predict(TEXTS)
+    server = Server(folder, "--max_batch_size", "8", "--batch_timeout", "0.05")
+    try:
+        status, body = post(server.port, {"texts": TEXTS})
+        assert status == 200 and close(body, expected, 1e-5)
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda t: post(server.port, {"text": t}), TEXTS))
+        assert all(s == 200 for s, _ in answers)
+        assert all(close(body, [e], 0.02) for (_, body), e in zip(answers, expected))
+    finally:
+        out = server.stop()
+    assert "ONNX Runtime int8" in out, out[-2000:]
