@@ -4,8 +4,11 @@ the same on an export as on its checkpoint; the export is the folder sentence-tr
 flags fail before anything is written. The real all-MiniLM-L6-v2 is in `tests/test_onnx_real.py`."""
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import expect_usage_error, ragged_batch, run_cli_here, save_checkpoint, snapshot, toy_records
@@ -25,6 +28,12 @@ from litgpt.model_roberta import (
 from litgpt.onnx_export import ONNX_FILE
 
 pytest.importorskip("onnxruntime")
+
+# an interpreter with optimum's ONNX Runtime classes (optimum-onnx), which need transformers < 4.58 and so cannot be
+# installed beside this project's transformers 5 (see benchmarks/cpu_inference.py): the real loaders run there
+ST_ONNX_PYTHON = os.environ.get("LITGPT_ST_ONNX_PYTHON")
+needs_optimum = pytest.mark.skipif(not ST_ONNX_PYTHON, reason="set LITGPT_ST_ONNX_PYTHON to an interpreter with "
+                                                              "sentence-transformers[onnx] (optimum-onnx)")
 
 HEADS = {"base": RobertaModel, "classification": RobertaForSequenceClassification, "mlm": RobertaForMaskedLM,
          "token_classification": RobertaForTokenClassification, "qa": RobertaForQuestionAnswering}
@@ -186,6 +195,24 @@ def test_the_folder_is_what_sentence_transformers_and_optimum_read(exports):
     config = json.loads((folder / "config.json").read_text())
     assert config["architectures"] == ["RobertaForSequenceClassification"] and config["num_labels"] == 2
     assert not list(folder.glob("*.safetensors")) and not list(folder.glob("*.bin"))
+
+
+@needs_optimum
+def test_optimum_loads_a_classifier_export(exports, tmp_path):
+    """The real loader: optimum's `ORTModelForSequenceClassification` with the folder's own tokenizer."""
+    _, folder = exports("roberta", "classification")
+    (tmp_path / "texts.json").write_text(json.dumps(TEXTS))
+    code = ("import json, sys, numpy as np; from optimum.onnxruntime import ORTModelForSequenceClassification; "
+            "from transformers import AutoTokenizer; "
+            "m = ORTModelForSequenceClassification.from_pretrained(sys.argv[1]); "
+            "batch = AutoTokenizer.from_pretrained(sys.argv[1])(json.load(open(sys.argv[2])), padding=True, "
+            "return_tensors='pt'); np.save(sys.argv[3], m(**batch).logits.softmax(-1).numpy())")
+    proc = subprocess.run([ST_ONNX_PYTHON, "-c", code, str(folder), str(tmp_path / "texts.json"),
+                           str(tmp_path / "p.npy")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    theirs = torch.from_numpy(np.load(tmp_path / "p.npy"))
+    ours = torch.tensor([p["probabilities"] for p in Classifier.load(folder).predict(TEXTS)])
+    assert (ours - theirs).abs().max() <= 1e-4
 
 
 def test_bad_flags_fail_before_anything_is_written(tiny_checkpoint, tmp_path, capsys):

@@ -3,7 +3,6 @@ as sentence-transformers reads it, int8 keeps the embeddings' geometry (mean cos
 texts, and the ranking of pairwise similarities), and `--precision bf16` stays within tolerance."""
 
 import json
-import os
 import subprocess
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import run_cli_here
+from test_onnx import ST_ONNX_PYTHON, needs_optimum
 from test_real_checkpoint import MODEL_DIR, real_texts
 
 from litgpt.api import Embedder
@@ -19,10 +19,6 @@ from litgpt.checkpoint import build_model, load_checkpoint
 from litgpt.onnx_export import ONNX_FILE
 
 pytest.importorskip("onnxruntime")
-
-# an interpreter with sentence-transformers' ONNX backend (optimum-onnx, which needs transformers < 4.58 and so
-# cannot be installed beside this project's transformers 5); see benchmarks/cpu_inference.py
-ST_ONNX_PYTHON = os.environ.get("LITGPT_ST_ONNX_PYTHON")
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +88,7 @@ def test_embed_on_the_export_equals_sentence_transformers_recipe(exported, texts
     assert (ours - torch_path).abs().max() <= 1e-4
 
 
-@pytest.mark.skipif(not ST_ONNX_PYTHON, reason="set LITGPT_ST_ONNX_PYTHON to an interpreter with "
-                                               "sentence-transformers[onnx] (optimum-onnx)")
+@needs_optimum
 def test_sentence_transformers_onnx_backend_loads_the_export(exported, texts, tmp_path):
     """The real loader: `SentenceTransformer(DIR, backend="onnx").encode` in the other interpreter."""
     sample = texts[::20]

@@ -178,6 +178,7 @@ class _Inference:
         self.folder: Optional[Path] = None  # the checkpoint's folder, when loaded from one
         self.head = ""  # the loaded checkpoint's head (`HEADS`)
         self.precision = "fp32"  # a PyTorch model's: fp32, or bf16 (autocast)
+        self.length_multiple = getattr(model, "length_multiple", LENGTH_MULTIPLE)  # the runtime's bucket step
 
     @classmethod
     def load(cls, source: Union[str, Path], device: Optional[Union[str, torch.device]] = None,
@@ -244,7 +245,7 @@ class _Inference:
             lengths = torch.tensor([len(encoded[i]) for i in idx])
             input_ids = pad_right([torch.tensor(encoded[i], dtype=torch.long) for i in idx], self.tokenizer.pad_id)
             # the length rounded up to a multiple of LENGTH_MULTIPLE (within the model's), for few distinct shapes
-            length = min(-(-input_ids.size(1) // LENGTH_MULTIPLE) * LENGTH_MULTIPLE, self.config.block_size)
+            length = min(-(-input_ids.size(1) // self.length_multiple) * self.length_multiple, self.config.block_size)
             input_ids = F.pad(input_ids, (0, length - input_ids.size(1)), value=self.tokenizer.pad_id)
             attention_mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
             yield idx, input_ids.to(self.device), attention_mask.to(self.device)

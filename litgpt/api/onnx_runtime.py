@@ -38,6 +38,11 @@ def export_head(folder: Path) -> Tuple[str, Config]:
 class OnnxModel:
     """An exported graph on an ONNX Runtime CPU session, called like the PyTorch model it was exported from."""
 
+    # `litgpt.api` rounds batch lengths up to this multiple. The graph computes every padded position, so a finer
+    # step than PyTorch's 16 (where padding costs attention only) pays: on short texts 4 ran 6-12% faster than 16.
+    # ONNX Runtime's memory stayed flat over 20k texts of varied lengths at every step tried (16, 8, 1).
+    length_multiple = 4
+
     def __init__(self, folder: Path) -> None:
         require_deploy_extra()
         import onnxruntime as ort
