@@ -28,6 +28,7 @@ onnxruntime and torch); without it they are skipped. The other rows run in this 
 
 import argparse
 import json
+import os
 import random
 import resource
 import statistics
@@ -312,8 +313,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(","):
             kind = {"minilm": "embed", "classifier": "classify"}[model]
+            before = os.getloadavg()[0]
             everything[model] = bench(kind, args, Path(tmp))
             report(kind, everything[model])
+            # other work on the machine shows here: it slows every system, not all equally
+            print(f"- load average (1 min) before: {before:.1f}, after: {os.getloadavg()[0]:.1f}")
     if args.out:
         args.out.write_text(json.dumps(everything, indent=2))
 
