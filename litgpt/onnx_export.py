@@ -95,8 +95,10 @@ def main(
     print(f"Wrote {output_dir} ({(output_dir / ONNX_FILE).stat().st_size / 2**20:.1f} MiB model)", file=sys.stderr)
 
 
-def require_deploy_extra() -> None:
-    for module in ("onnx", "onnxruntime", "transformers"):
+def require_deploy_extra(modules=("onnx", "onnxruntime", "transformers")) -> None:
+    """One line naming the install command when the `deploy` extra is missing (export needs all three; running an
+    export, ONNX Runtime alone)."""
+    for module in modules:
         try:
             __import__(module)
         except ImportError:
@@ -157,6 +159,7 @@ def trace_reference_model(state: Dict[str, torch.Tensor], config, head: str, ref
 
     save_hf_dir(state, config, reference_dir)
     architecture = architecture_for(state, config)
+    transformers.utils.logging.disable_progress_bar()  # its bar for loading weights, in the middle of our output
     model = getattr(transformers, architecture).from_pretrained(reference_dir, attn_implementation="eager").eval()
     shutil.rmtree(reference_dir)
     inputs, outputs = graph_inputs(config), OUTPUTS[head]

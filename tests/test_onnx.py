@@ -6,6 +6,7 @@ flags fail before anything is written. The real all-MiniLM-L6-v2 is in `tests/te
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -213,6 +214,14 @@ def test_optimum_loads_a_classifier_export(exports, tmp_path):
     theirs = torch.from_numpy(np.load(tmp_path / "p.npy"))
     ours = torch.tensor([p["probabilities"] for p in Classifier.load(folder).predict(TEXTS)])
     assert (ours - theirs).abs().max() <= 1e-4
+
+
+def test_a_missing_extra_names_the_install_command(tiny_checkpoint, exports, tmp_path, capsys, monkeypatch):
+    _, folder = exports("roberta", "classification")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now fails as if not installed
+    expect_usage_error(capsys, ["export", tiny_checkpoint, "--output_dir", tmp_path / "out"],
+                       "pip install 'litgpt[deploy]'", untouched=tmp_path)
+    expect_usage_error(capsys, ["classify", folder, "--text", "hi"], "pip install 'litgpt[deploy]'")
 
 
 def test_bad_flags_fail_before_anything_is_written(tiny_checkpoint, tmp_path, capsys):

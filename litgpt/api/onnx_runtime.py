@@ -44,7 +44,7 @@ class OnnxModel:
     length_multiple = 4
 
     def __init__(self, folder: Path) -> None:
-        require_deploy_extra()
+        require_deploy_extra(("onnxruntime",))
         import onnxruntime as ort
 
         options = ort.SessionOptions()
