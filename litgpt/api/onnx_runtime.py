@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from litgpt.config import Config
-from litgpt.onnx_export import ONNX_FILE, QUANTIZE_KEY, graph_inputs, require_deploy_extra
+from litgpt.onnx_export import ONNX_FILE, QUANTIZE_KEY, SKIP_AT_LOAD, graph_inputs, require_deploy_extra
 from litgpt.utils import UsageError
 
 
@@ -53,7 +53,8 @@ class OnnxModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         path = folder / ONNX_FILE
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                                disabled_optimizers=SKIP_AT_LOAD)
         except Exception as ex:  # onnxruntime raises its own exception types for unreadable files
             raise UsageError(f"{path}: not a model ONNX Runtime can load ({str(ex).splitlines()[0][:200]})") from None
         self.kind, self.config = export_head(folder)
