@@ -244,7 +244,7 @@ class _Inference:
             idx = order[start : start + self.batch_size]
             lengths = torch.tensor([len(encoded[i]) for i in idx])
             input_ids = pad_right([torch.tensor(encoded[i], dtype=torch.long) for i in idx], self.tokenizer.pad_id)
-            # the length rounded up to a multiple of LENGTH_MULTIPLE (within the model's), for few distinct shapes
+            # the length rounded up to the runtime's multiple (within the model's), for few distinct shapes
             length = min(-(-input_ids.size(1) // self.length_multiple) * self.length_multiple, self.config.block_size)
             input_ids = F.pad(input_ids, (0, length - input_ids.size(1)), value=self.tokenizer.pad_id)
             attention_mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
