@@ -23,6 +23,7 @@ COMMANDS = {
     "serve": ("litgpt.serve:main", "serve a checkpoint over HTTP with dynamic batching (its own task, or embed)"),
     "embed": ("litgpt.embed:main", "sentence vectors from any checkpoint's encoder (a few texts, or a whole file)"),
     "mine": ("litgpt.mine:mine", "hard negatives for (anchor, positive) pairs, found by an embedding model"),
+    "export": ("litgpt.onnx_export:main", "export a checkpoint to ONNX (fp32 or int8) for fast CPU inference"),
     "train_tokenizer": ("litgpt.train_tokenizer:train_tokenizer_command",
                         "train a BPE or WordPiece tokenizer on text files"),
     "download": ("litgpt.scripts.download:download_from_hub", "fetch a checkpoint from the HuggingFace Hub"),

@@ -16,6 +16,7 @@ def main(
     json: bool = False,
     device: Optional[str] = None,
     batch_size: int = 32,
+    precision: str = "fp32",
 ) -> None:
     """Classify texts with a finetuned RoBERTa classifier.
 
@@ -30,18 +31,20 @@ def main(
             `{"text", "labels", "label_ids", "probabilities"}` for a multi-label one; `text_pair` with pairs).
         device: `cpu`, `cuda` or `cuda:N`; default: the GPU if there is one.
         batch_size: Texts per forward pass.
+        precision: `fp32`, `bf16` (autocast) or `auto`: bf16 on a CPU with bf16 dot products (AMX or AVX512-BF16),
+            where it runs faster, else fp32. For PyTorch checkpoints; an ONNX export runs at its own precision.
     """
     from litgpt.api import Classifier
     texts = gather_texts(text, file)
     if text_pair is not None and len(text_pair) != len(texts):
         raise UsageError(f"--text_pair: {len(text_pair)} given for {len(texts)} texts; pass one --text_pair per "
                          "--text (pairs do not go with --file)")
-    classifier = Classifier.load(output_dir, device=device, batch_size=batch_size)
+    classifier = Classifier.load(output_dir, device=device, batch_size=batch_size, precision=precision)
     predictions = classifier.predict(texts, text_pair)
     if json:
         print(jsonlib.dumps(predictions, ensure_ascii=False))
         return
-    print(f"{classifier.source} on {classifier.device}", file=sys.stderr)
+    print(classifier.summary, file=sys.stderr)
     labels = classifier.labels
     for p in predictions:
         shown = p["text"] + (f"\t{p['text_pair']}" if "text_pair" in p else "")

@@ -28,6 +28,7 @@ def main(
     max_length: Optional[int] = None,
     device: Optional[str] = None,
     batch_size: int = 32,
+    precision: str = "fp32",
 ) -> None:
     """Embed texts with an encoder: sentence vectors for search, clustering or deduplication.
 
@@ -48,6 +49,8 @@ def main(
             else the model's length.
         device: `cpu`, `cuda` or `cuda:N`; default: the GPU if there is one.
         batch_size: Texts per forward pass.
+        precision: `fp32`, `bf16` (autocast) or `auto`: bf16 on a CPU with bf16 dot products (AMX or AVX512-BF16),
+            where it runs faster, else fp32. For PyTorch checkpoints; an ONNX export runs at its own precision.
     """
     from litgpt.api import Embedder
 
@@ -63,11 +66,11 @@ def main(
             raise UsageError(f"--input {input}: file not found")
     elif output is not None:
         raise UsageError("--output goes with --input; with --text the vectors are printed (--json for all of them)")
-    embedder = Embedder.load(checkpoint, device=device, batch_size=batch_size, pooling=pooling, normalize=normalize,
-                             max_length=max_length)
+    embedder = Embedder.load(checkpoint, device=device, batch_size=batch_size, precision=precision, pooling=pooling,
+                             normalize=normalize, max_length=max_length)
     settings = (f"{embedder.pooling} pooling{', normalized' if embedder.normalize else ''}, up to "
                 f"{embedder.max_length} tokens")
-    print(f"{embedder.source} on {embedder.device}: {settings}", file=sys.stderr)
+    print(f"{embedder.summary}: {settings}", file=sys.stderr)
     if input is not None:
         embed_file(embedder, input, output)
         return

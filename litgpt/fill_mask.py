@@ -14,6 +14,7 @@ def main(
     json: bool = False,
     device: Optional[str] = None,
     batch_size: int = 32,
+    precision: str = "fp32",
 ) -> None:
     """Predict the tokens hidden behind `<mask>` in one or more texts.
 
@@ -27,18 +28,20 @@ def main(
             mask, each a list of `{"token_id", "token", "score"}` sorted best first.
         device: `cpu`, `cuda` or `cuda:N`; default: the GPU if there is one.
         batch_size: Texts per forward pass.
+        precision: `fp32`, `bf16` (autocast) or `auto`: bf16 on a CPU with bf16 dot products (AMX or AVX512-BF16),
+            where it runs faster, else fp32. For PyTorch checkpoints; an ONNX export runs at its own precision.
     """
     from litgpt.api import MaskedLM
 
     texts = list(text or [])
     if not texts:
         raise UsageError('no input: pass --text "... <mask> ..." (repeatable)')
-    mlm = MaskedLM.load(checkpoint_dir, device=device, batch_size=batch_size)
+    mlm = MaskedLM.load(checkpoint_dir, device=device, batch_size=batch_size, precision=precision)
     results = mlm.fill_mask(texts, top_k=top_k)
     if json:
         print(jsonlib.dumps(results, ensure_ascii=False))
         return
-    print(f"{mlm.source} on {mlm.device}", file=sys.stderr)
+    print(mlm.summary, file=sys.stderr)
     for text_, masks in zip(texts, results):
         print(text_)
         for m, candidates in enumerate(masks, 1):

@@ -15,6 +15,7 @@ def main(
     json: bool = False,
     device: Optional[str] = None,
     batch_size: int = 32,
+    precision: str = "fp32",
 ) -> None:
     """Tag the named entities (or any word labels) of texts with a finetuned token classifier.
 
@@ -26,16 +27,18 @@ def main(
             "score"}]}` per text; `start`/`end` are character offsets into the text.
         device: `cpu`, `cuda` or `cuda:N`; default: the GPU if there is one.
         batch_size: Windows per forward pass.
+        precision: `fp32`, `bf16` (autocast) or `auto`: bf16 on a CPU with bf16 dot products (AMX or AVX512-BF16),
+            where it runs faster, else fp32. For PyTorch checkpoints; an ONNX export runs at its own precision.
     """
     from litgpt.api import TokenClassifier
 
     texts = gather_texts(text, file)
-    tagger = TokenClassifier.load(checkpoint, device=device, batch_size=batch_size)
+    tagger = TokenClassifier.load(checkpoint, device=device, batch_size=batch_size, precision=precision)
     results = tagger.predict(texts)
     if json:
         print(jsonlib.dumps(results, ensure_ascii=False))
         return
-    print(f"{tagger.source} on {tagger.device}", file=sys.stderr)
+    print(tagger.summary, file=sys.stderr)
     for result in results:
         print(result["text"])
         for e in result["entities"]:

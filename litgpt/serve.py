@@ -20,11 +20,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import litserve as ls
 
+from litgpt.api.base import TASK_OF_HEAD, TASKS
 from litgpt.utils import UsageError
 
-TASKS = ("classify", "fill_mask", "embed", "ner", "qa")
-TASK_OF_HEAD = {"classification": "classify", "mlm": "fill_mask", "base": "embed", "token_classification": "ner",
-                "qa": "qa"}
 HEAD_OF_TASK = {"classify": "classification", "fill_mask": "LM", "ner": "token classification",
                 "qa": "question-answering"}
 # a task's request fields: (one input, a list of them, its second input, a list of those); None: no second input
@@ -56,6 +54,7 @@ def main(
     max_request_bytes: int = 1_000_000,
     max_texts: int = 256,
     api_key: Optional[str] = None,
+    precision: str = "fp32",
 ) -> None:
     """Serve a checkpoint over HTTP: classification, fill-mask or sentence embeddings.
 
@@ -76,11 +75,12 @@ def main(
         max_request_bytes: Larger request bodies get 413.
         max_texts: Texts allowed in one request.
         api_key: Require `Authorization: Bearer KEY` on /predict (401 without it); also read from LITGPT_API_KEY.
+        precision: `fp32`, `bf16` (autocast) or `auto`: bf16 on a CPU with bf16 dot products (AMX or AVX512-BF16),
+            where it runs faster, else fp32. For PyTorch checkpoints; an ONNX export runs at its own precision.
     """
     import os
 
-    from litgpt.checkpoint import load_checkpoint
-    from litgpt.model_roberta import model_class_for_state_dict
+    from litgpt.api.base import check_precision, open_source
 
     if task is not None and task not in TASKS:
         raise UsageError(f"--task {task!r}: expected one of {', '.join(TASKS)}")
@@ -97,25 +97,25 @@ def main(
         raise UsageError(f"--port {port}: expected 1024-65535")
     api_key = api_key or os.environ.get("LITGPT_API_KEY") or None
 
-    loaded = load_checkpoint(checkpoint)  # fails here, in one line, before any server starts
-    head = model_class_for_state_dict(loaded.state_dict)
+    loaded = open_source(checkpoint)  # fails here, in one line, before any server starts
+    head, tokenizer = loaded.head, loaded.tokenizer
+    check_precision(precision, loaded)
     task = task or TASK_OF_HEAD[head]
     if task != "embed" and TASK_OF_HEAD[head] != task:
-        raise UsageError(f"--task {task}: {loaded.source} has no {HEAD_OF_TASK[task]} head (it serves "
+        raise UsageError(f"--task {task}: {loaded.where} has no {HEAD_OF_TASK[task]} head (it serves "
                          f"{TASK_OF_HEAD[head]} or embed)")
-    tokenizer = loaded.load_tokenizer()
     checks = RequestChecks(task, tokenizer, loaded.config.block_size, max_texts, max_request_bytes, api_key)
     if task == "qa":  # a question must leave its windows room for the context, as the model was finetuned
         from litgpt.api import qa_settings, question_room
 
-        settings = qa_settings(loaded.tokenizer_dir, loaded.config.block_size)
+        settings = qa_settings(loaded.folder, loaded.config.block_size)
         checks.question_limit = question_room(settings["max_length"], settings["doc_stride"], tokenizer.wordpiece)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    api = EncoderAPI(str(checkpoint), task, cpu_threads=max(1, cores // workers_per_device),
+    api = EncoderAPI(str(checkpoint), task, cpu_threads=max(1, cores // workers_per_device), precision=precision,
                      max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path="/predict")
     server = ls.LitServer(api, accelerator=accelerator, devices=devices, workers_per_device=workers_per_device,
                           timeout=60, middlewares=[(CheckMiddleware, {"checks": checks})])
-    print(f"Serving {loaded.source} ({task}) on http://{host}:{port}/predict; batches of up to {max_batch_size} "
+    print(f"Serving {loaded.where} ({task}) on http://{host}:{port}/predict; batches of up to {max_batch_size} "
           f"requests, {batch_timeout} s timeout{'; bearer key required' if api_key else ''}", flush=True)
     main_pid = os.getpid()
 
@@ -261,9 +261,9 @@ class EncoderAPI(ls.LitAPI):
     """The model side, one copy per worker process: `setup` loads it, `predict` answers a batch of requests with one
     call into `litgpt.api` over all their texts (which sorts and pads them), then splits the answers back."""
 
-    def __init__(self, checkpoint: str, task: str, cpu_threads: int, **kwargs: Any) -> None:
+    def __init__(self, checkpoint: str, task: str, cpu_threads: int, precision: str = "fp32", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.checkpoint, self.task, self.cpu_threads = checkpoint, task, cpu_threads
+        self.checkpoint, self.task, self.precision, self.cpu_threads = checkpoint, task, precision, cpu_threads
 
     def setup(self, device) -> None:
         import os
@@ -277,7 +277,8 @@ class EncoderAPI(ls.LitAPI):
             torch.set_num_threads(self.cpu_threads)
         cls = {"classify": Classifier, "fill_mask": MaskedLM, "embed": Embedder, "ner": TokenClassifier,
                "qa": QuestionAnswerer}[self.task]
-        self.model = cls.load(self.checkpoint, device=device, batch_size=32)
+        self.model = cls.load(self.checkpoint, device=device, batch_size=32, precision=self.precision)
+        print(f"model copy ready: {self.model.summary}", flush=True)  # which runtime and precision serve
 
     def decode_request(self, request: Dict[str, Any]) -> Dict[str, Any]:
         # checked in the HTTP process already (CheckMiddleware): this only normalizes the shape

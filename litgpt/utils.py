@@ -43,6 +43,23 @@ def atomic_path(path: Union[str, Path]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@contextmanager
+def atomic_dir(path: Union[str, Path]) -> Iterator[Path]:
+    """Yields a temp folder beside `path` (which must be absent or empty); it is renamed onto `path` only if the
+    block succeeds, so `path` never holds half a result."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    try:
+        yield tmp
+        os.replace(tmp, path)  # an empty folder at `path` is replaced too
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def atomic_write_text(path: Union[str, Path], text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -15,7 +15,8 @@ QuestionAnswerer.load("out/qa").answer("Where did Maria move?", "Maria Lopez mov
 ```
 
 `source` is anything `litgpt.checkpoint.load_checkpoint` reads: a litgpt checkpoint dir, a pretraining out_dir,
-a training-state file, a HuggingFace dir, or a registry name that `litgpt download` fetched.
+a training-state file, a HuggingFace dir, or a registry name that `litgpt download` fetched; or a folder written by
+`litgpt export`, which runs on ONNX Runtime (`api/onnx_runtime.py`).
 Texts go through the model in padded batches of `batch_size`, sorted by length so little compute goes to padding.
 """
 

@@ -3,8 +3,10 @@ class needs, length-sorted padded batches with rounded shapes, and pooling the e
 vectors."""
 
 
+import functools
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +74,31 @@ def _round_up_rows(computed: torch.Tensor, multiple: int) -> torch.Tensor:
     return extra
 
 
+# `precision` of a PyTorch model: fp32, bf16 autocast, or the faster of the two that this device runs well
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def fastest_precision(device: torch.device) -> str:
+    """What `precision="auto"` runs: bf16 autocast on a CPU with bf16 dot products (AMX or AVX512-BF16), where it
+    measured faster than fp32 with embeddings within 1e-4 cosine of fp32 (benchmarks/cpu_inference.py); fp32
+    elsewhere."""
+    if device.type != "cpu":
+        return "fp32"
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch.cpu's, private: absent means no
+    return "bf16" if any(getattr(torch.cpu, name, lambda: False)() for name in checks) else "fp32"
+
+
+def inference(method: Callable) -> Callable:
+    """Runs an inference method in `torch.inference_mode`, under bf16 autocast where the object was loaded so."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 # a checkpoint's head -> (what it is, the head the others lack, what reads it)
 HEADS = {
     "mlm": ("a masked LM", "LM head", "`litgpt fill_mask` / MaskedLM"),
@@ -80,6 +107,47 @@ HEADS = {
     "token_classification": ("a token classifier", "token classification head", "`litgpt ner` / TokenClassifier"),
     "qa": ("a question-answering model", "question-answering head", "`litgpt qa` / QuestionAnswerer"),
 }
+# the command that reads each head; `litgpt serve --task` and `litgpt export --task` take these names
+TASK_OF_HEAD = {"classification": "classify", "mlm": "fill_mask", "base": "embed", "token_classification": "ner",
+                "qa": "qa"}
+TASKS = ("classify", "fill_mask", "embed", "ner", "qa")
+
+
+@dataclass
+class Opened:
+    """What a source holds, before any model is built."""
+
+    head: str  # `HEADS`' names
+    config: Any  # litgpt.Config
+    tokenizer: Any  # litgpt.Tokenizer, checked against the model
+    folder: Optional[Path]  # the checkpoint's own files (recipe, metrics.json), beside its tokenizer
+    where: str  # one line for users: what was loaded
+    checkpoint: Any  # the PyTorch weights (`LoadedCheckpoint`); None for a `litgpt export` folder (ONNX Runtime)
+
+
+def open_source(source: Union[str, Path], checkpoints_dir: Path = Path("checkpoints")) -> Opened:
+    """Any source `litgpt.checkpoint.load_checkpoint` reads, or a folder written by `litgpt export`."""
+    from litgpt.api.onnx_runtime import export_head, is_export
+    from litgpt.checkpoint import check_tokenizer, load_checkpoint
+    from litgpt.model_roberta import model_class_for_state_dict
+    from litgpt.tokenizer import Tokenizer
+
+    if is_export(source):
+        folder = Path(source)
+        head, config = export_head(folder)
+        tokenizer = Tokenizer(folder)
+        check_tokenizer(tokenizer, config, str(folder))
+        return Opened(head, config, tokenizer, folder, f"ONNX export {folder}", None)
+    checkpoint = load_checkpoint(source, checkpoints_dir)
+    return Opened(model_class_for_state_dict(checkpoint.state_dict), checkpoint.config, checkpoint.load_tokenizer(),
+                  checkpoint.tokenizer_dir, checkpoint.source, checkpoint)
+
+
+def check_precision(precision: str, opened: Opened) -> None:
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" and opened.checkpoint is None:
+        raise UsageError(f"--precision bf16: {opened.where} runs at the precision it was exported with")
 
 
 class _Inference:
@@ -87,11 +155,12 @@ class _Inference:
 
     kind: str = ""  # the head `load` requires (`model_class_for_state_dict`'s names; "": any)
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, device: torch.device, batch_size: int = 32,
+    def __init__(self, model: Any, tokenizer: Any, device: torch.device, batch_size: int = 32,
                  source: str = "") -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise UsageError(f"batch_size {batch_size!r}: must be a positive integer")
-        self.model = model.to(device).eval()
+        # a PyTorch model, or an exported graph on ONNX Runtime (`api/onnx_runtime.py`), which answers the same calls
+        self.model = model.to(device).eval() if isinstance(model, torch.nn.Module) else model
         self.tokenizer = tokenizer
         self.config = model.config
         self.device = device
@@ -99,26 +168,52 @@ class _Inference:
         self.source = source
         self.max_length = self.config.block_size  # longer texts are truncated (fill_mask refuses them)
         self.folder: Optional[Path] = None  # the checkpoint's folder, when loaded from one
+        self.head = ""  # the loaded checkpoint's head (`HEADS`)
+        self.precision = "fp32"  # a PyTorch model's: fp32, or bf16 (autocast)
+        self.length_multiple = getattr(model, "length_multiple", LENGTH_MULTIPLE)  # the runtime's bucket step
 
     @classmethod
     def load(cls, source: Union[str, Path], device: Optional[Union[str, torch.device]] = None,
-             batch_size: int = 32, checkpoints_dir: Path = Path("checkpoints")):
-        """Loads the weights, config and tokenizer found at `source` onto `device` (default: GPU if any, else CPU)."""
-        from litgpt.checkpoint import build_model, load_checkpoint
-        from litgpt.model_roberta import model_class_for_state_dict
+             batch_size: int = 32, checkpoints_dir: Path = Path("checkpoints"), precision: str = "fp32"):
+        """Loads the weights, config and tokenizer found at `source` onto `device` (default: GPU if any, else CPU).
+        A folder written by `litgpt export` runs on ONNX Runtime, on the CPU. `precision` (PyTorch): `fp32`, `bf16`
+        (autocast) or `auto` (`fastest_precision`)."""
+        from litgpt.api.onnx_runtime import OnnxModel
+        from litgpt.checkpoint import build_model
 
-        device = resolve_device(device)
-        checkpoint = load_checkpoint(source, checkpoints_dir)
-        kind = model_class_for_state_dict(checkpoint.state_dict)
-        if cls.kind and kind != cls.kind and not (cls.kind == "mlm" and kind == "base"):
-            hint = " (finetune it first with `litgpt finetune`)" if kind in ("mlm", "base") else ""
-            raise UsageError(f"{checkpoint.source}: is {HEADS[kind][0]}, not {HEADS[cls.kind][0]} (it has no "
-                             f"{HEADS[cls.kind][1]}); use {HEADS[kind][2]}{hint}")
-        tokenizer = checkpoint.load_tokenizer()
-        model = build_model(checkpoint.config, checkpoint.state_dict, checkpoint.source)
-        loaded = cls(model, tokenizer, device, batch_size, checkpoint.source)
-        loaded.folder = checkpoint.tokenizer_dir  # the checkpoint's own files sit beside its tokenizer
+        opened = open_source(source, checkpoints_dir)
+        check_precision(precision, opened)
+        if cls.kind and opened.head != cls.kind and not (cls.kind == "mlm" and opened.head == "base"):
+            hint = " (finetune it first with `litgpt finetune`)" if opened.head in ("mlm", "base") else ""
+            raise UsageError(f"{opened.where}: is {HEADS[opened.head][0]}, not {HEADS[cls.kind][0]} (it has no "
+                             f"{HEADS[cls.kind][1]}); use {HEADS[opened.head][2]}{hint}")
+        if opened.checkpoint is None:
+            device = resolve_device(device or "cpu")
+            if device.type != "cpu":
+                raise UsageError(f"--device {device}: {source} is an ONNX export, which runs on the CPU; use "
+                                 "--device cpu")
+            model = OnnxModel(opened.folder)
+        else:
+            device = resolve_device(device)
+            model = build_model(opened.config, opened.checkpoint.state_dict, opened.where)
+        loaded = cls(model, opened.tokenizer, device, batch_size, opened.where)
+        loaded.folder, loaded.head = opened.folder, opened.head
+        if opened.checkpoint is not None:
+            loaded.precision = fastest_precision(device) if precision == "auto" else precision
         return loaded
+
+    @property
+    def runtime(self) -> str:
+        """Which path runs the model, in a few words for users."""
+        if isinstance(self.model, torch.nn.Module):
+            return "PyTorch bf16 autocast" if self.precision == "bf16" else "PyTorch fp32"
+        threads = self.model.session.get_session_options().intra_op_num_threads
+        return f"ONNX Runtime {self.model.precision}, {threads} threads"
+
+    @property
+    def summary(self) -> str:
+        """One line for users: what was loaded, where it runs and how."""
+        return f"{self.source} on {self.device} ({self.runtime})"
 
     @property
     def encoder(self) -> torch.nn.Module:
@@ -141,13 +236,13 @@ class _Inference:
             idx = order[start : start + self.batch_size]
             lengths = torch.tensor([len(encoded[i]) for i in idx])
             input_ids = pad_right([torch.tensor(encoded[i], dtype=torch.long) for i in idx], self.tokenizer.pad_id)
-            # the length rounded up to a multiple of LENGTH_MULTIPLE (within the model's), for few distinct shapes
-            length = min(-(-input_ids.size(1) // LENGTH_MULTIPLE) * LENGTH_MULTIPLE, self.config.block_size)
+            # the length rounded up to the runtime's multiple (within the model's), for few distinct shapes
+            length = min(-(-input_ids.size(1) // self.length_multiple) * self.length_multiple, self.config.block_size)
             input_ids = F.pad(input_ids, (0, length - input_ids.size(1)), value=self.tokenizer.pad_id)
             attention_mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
             yield idx, input_ids.to(self.device), attention_mask.to(self.device)
 
-    @torch.inference_mode()
+    @inference
     def embed(self, texts: Union[str, Sequence[str]], pooling: str = "mean", normalize: bool = False) -> torch.Tensor:
         """One vector per text, `[N, n_embd]` float32 on the CPU, pooled from the encoder's last hidden states.
 

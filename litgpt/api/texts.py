@@ -1,12 +1,13 @@
 """Inference on whole texts: `MaskedLM` (fill masks), `Classifier` (labels, scores, pairs) and `Embedder` (sentence
 vectors, reading a sentence-transformers folder's recipe)."""
 
+import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
-from litgpt.api.base import POOLING, Candidate, _as_texts, _Inference
+from litgpt.api.base import POOLING, Candidate, _as_texts, _Inference, inference
 from litgpt.config import label_names
 from litgpt.utils import UsageError, read_json
 
@@ -16,7 +17,7 @@ class MaskedLM(_Inference):
 
     kind = "mlm"
 
-    @torch.inference_mode()
+    @inference
     def fill_mask(self, text_or_texts: Union[str, Sequence[str]], top_k: int = 5):
         """The `top_k` most likely tokens at every `<mask>`.
 
@@ -25,7 +26,7 @@ class MaskedLM(_Inference):
         (the `litgpt fill_mask --json` format). `score` is the softmax over the vocabulary at the mask position and
         `token` is `decode([token_id])`, as in transformers' fill-mask pipeline `token_str`.
         """
-        if not hasattr(self.model, "lm_head"):
+        if self.head == "base":
             raise UsageError(f"{self.source}: a bare encoder without an LM head cannot fill masks (embed works)")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise UsageError(f"top_k {top_k!r}: must be a positive integer")
@@ -41,8 +42,11 @@ class MaskedLM(_Inference):
         results: List[Optional[List[List[Candidate]]]] = [None] * len(texts)
         for idx, input_ids, attention_mask in self._batches(encoded):
             where = input_ids == self.tokenizer.mask_id  # row-major: texts in batch order, masks left to right
-            hidden = self.encoder.hidden_at(input_ids, attention_mask, where)
-            logits = self.model.lm_head(hidden, self.encoder.wte.weight).float()
+            if isinstance(self.model, torch.nn.Module):  # the LM head only at the masks
+                hidden = self.encoder.hidden_at(input_ids, attention_mask, where)
+                logits = self.model.lm_head(hidden, self.encoder.wte.weight).float()
+            else:  # an ONNX export computes every position's logits
+                logits = self.model.logits_at(input_ids, attention_mask, where)
             scores, token_ids = logits.softmax(dim=-1).topk(top_k, dim=-1)
             scores, token_ids = scores.tolist(), token_ids.tolist()
             counts = where.sum(1).tolist()
@@ -69,7 +73,7 @@ class Classifier(_Inference):
         """Label names ordered by label id, from the checkpoint's `id2label` (`LABEL_i` where missing)."""
         return label_names(self.config.id2label, self.model.num_labels)
 
-    @torch.inference_mode()
+    @inference
     def predict(self, texts: Union[str, Sequence[str]], text_pairs: Optional[Union[str, Sequence[str]]] = None,
                 threshold: float = 0.5) -> List[Dict[str, Any]]:
         """One answer per text (the `litgpt classify --json` format); with `text_pairs`, per pair (`text`, `text_pair`).
@@ -134,18 +138,19 @@ class Embedder(_Inference):
     @classmethod
     def load(cls, source: Union[str, Path], device: Optional[Union[str, torch.device]] = None, batch_size: int = 32,
              checkpoints_dir: Path = Path("checkpoints"), pooling: Optional[str] = None,
-             normalize: Optional[bool] = None, max_length: Optional[int] = None) -> "Embedder":
+             normalize: Optional[bool] = None, max_length: Optional[int] = None, precision: str = "fp32"
+             ) -> "Embedder":
         if pooling is not None and pooling not in POOLING:
             raise UsageError(f"--pooling {pooling!r}: expected one of {', '.join(POOLING)}")
-        embedder = super().load(source, device, batch_size, checkpoints_dir)
+        embedder = super().load(source, device, batch_size, checkpoints_dir, precision)
         block = embedder.config.block_size
         if max_length is not None and not (isinstance(max_length, int) and 2 <= max_length <= block):
             raise UsageError(f"--max_length {max_length!r}: expected an integer from 2 to the model's {block}")
-        recipe = sentence_transformers_recipe(embedder.folder) if embedder.folder is not None else {}
-        embedder.pooling = pooling or recipe.get("pooling", "mean")
-        embedder.normalize = recipe.get("normalize", False) if normalize is None else normalize
-        embedder.max_length = max_length or min(recipe.get("max_length", block), block)
-        embedder.lowercase = recipe.get("lowercase", False)
+        recipe = embedding_recipe(embedder.folder, block)
+        embedder.pooling = pooling or recipe["pooling"]
+        embedder.normalize = recipe["normalize"] if normalize is None else normalize
+        embedder.max_length = max_length or recipe["max_length"]
+        embedder.lowercase = recipe["lowercase"]
         return embedder
 
     def embed(self, texts: Union[str, Sequence[str]], pooling: Optional[str] = None,
@@ -155,6 +160,15 @@ class Embedder(_Inference):
         if self.lowercase:  # sentence_bert_config.json's do_lower_case, applied before the tokenizer
             texts = [t.lower() for t in texts]
         return super().embed(texts, pooling or self.pooling, self.normalize if normalize is None else normalize)
+
+
+def embedding_recipe(folder: Optional[Path], block_size: int) -> Dict[str, Any]:
+    """How a checkpoint's vectors are made, in full: what its sentence-transformers files say (see
+    `sentence_transformers_recipe`), else mean pooling, no normalization, the model's length and no lowercasing."""
+    recipe = sentence_transformers_recipe(folder) if folder is not None else {}
+    return {"pooling": recipe.get("pooling", "mean"), "normalize": recipe.get("normalize", False),
+            "max_length": min(recipe.get("max_length", block_size), block_size),
+            "lowercase": recipe.get("lowercase", False)}
 
 
 # sentence-transformers' pooling switches (1_Pooling/config.json) -> our names
@@ -192,3 +206,22 @@ def sentence_transformers_recipe(folder: Path) -> Dict[str, Any]:
             recipe["max_length"] = settings["max_seq_length"]
         recipe["lowercase"] = settings.get("do_lower_case") is True
     return recipe
+
+
+def save_sentence_transformers_recipe(folder: Path, recipe: Dict[str, Any], width: int) -> None:
+    """Writes the sentence-transformers files that say `recipe` (`embedding_recipe`'s keys) for vectors `width`
+    wide, in the layout `sentence_transformers_recipe` reads, so `SentenceTransformer(folder)` pools, truncates and
+    normalizes as `Embedder` does."""
+    from litgpt.utils import atomic_write_text
+
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if recipe["normalize"]:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    modes = {mode: ours == recipe["pooling"] for mode, ours in ST_POOLING.items()}
+    pooling = {"word_embedding_dimension": width, **modes, "pooling_mode_mean_sqrt_len_tokens": False}
+    length = {"max_seq_length": recipe["max_length"], "do_lower_case": recipe["lowercase"]}
+    files = {"modules.json": modules, "1_Pooling/config.json": pooling, "sentence_bert_config.json": length}
+    for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / name, json.dumps(content, indent=2) + "\n")

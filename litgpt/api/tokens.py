@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from litgpt.api.base import _as_texts, _Inference
+from litgpt.api.base import _as_texts, _Inference, inference
 from litgpt.config import label_names
 from litgpt.utils import UsageError, read_json
 
@@ -26,7 +26,7 @@ class TokenClassifier(_Inference):
         """Label names ordered by label id, from the checkpoint's `id2label` (`LABEL_i` where missing)."""
         return label_names(self.config.id2label, self.model.num_labels)
 
-    @torch.inference_mode()
+    @inference
     def predict(self, texts: Union[str, Sequence[str]]) -> List[Dict[str, Any]]:
         """Per text `{"text", "entities": [{"entity", "label", "start", "end", "score"}]}` (`litgpt ner --json`).
 
@@ -94,16 +94,16 @@ class QuestionAnswerer(_Inference):
 
     @classmethod
     def load(cls, source: Union[str, Path], device: Optional[Union[str, torch.device]] = None,
-             batch_size: int = 32, checkpoints_dir: Path = Path("checkpoints")):
+             batch_size: int = 32, checkpoints_dir: Path = Path("checkpoints"), precision: str = "fp32"):
         """As `_Inference.load`; a finetuning output's `metrics.json` also gives the windows it trained with and,
         for SQuAD v2, the null-answer threshold chosen on its dev split."""
-        loaded = super().load(source, device, batch_size, checkpoints_dir)
+        loaded = super().load(source, device, batch_size, checkpoints_dir, precision)
         settings = qa_settings(loaded.folder, loaded.config.block_size)
         loaded.max_length, loaded.doc_stride = settings["max_length"], settings["doc_stride"]
         loaded.max_answer_length, loaded.null_threshold = settings["max_answer_length"], settings["null_threshold"]
         return loaded
 
-    @torch.inference_mode()
+    @inference
     def answer(self, question: Union[str, Sequence[str]], context: Union[str, Sequence[str]]):
         """`{"answer", "start", "end", "score"}` (`litgpt qa --json`), or a list of them for lists of questions and
         contexts. `start`/`end` are character offsets into the context; `score` is the answer's probability among
