@@ -129,23 +129,3 @@ def save_adapters(output_dir: Path, weights: Dict[str, torch.Tensor], config: Co
         from litgpt.metrics import report_json
 
         atomic_write_text(output_dir / "metrics.json", report_json(report))
-
-
-def save_sentence_transformers_files(output_dir: Path, n_embd: int, pooling: str, normalize: bool, max_length: int,
-                                     lowercase: bool) -> None:
-    """The sentence-transformers recipe beside a HF encoder folder (`modules.json`, `1_Pooling/config.json`,
-    `sentence_bert_config.json`), so `SentenceTransformer(output_dir)` pools, normalizes and truncates as litgpt
-    did (`litgpt.api.texts.sentence_transformers_recipe` reads these back)."""
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
-    if normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
-        (output_dir / "2_Normalize").mkdir(exist_ok=True)
-    (output_dir / "1_Pooling").mkdir(exist_ok=True)
-    modes = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens"}
-    pooling_config = {"word_embedding_dimension": n_embd, **{mode: name == pooling for name, mode in modes.items()},
-                      "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
-                      "pooling_mode_lasttoken": False, "include_prompt": True}
-    for name, content in (("modules.json", modules), ("1_Pooling/config.json", pooling_config),
-                          ("sentence_bert_config.json", {"max_seq_length": max_length, "do_lower_case": lowercase})):
-        atomic_write_text(output_dir / name, json.dumps(content, indent=2) + "\n")

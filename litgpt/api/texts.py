@@ -218,8 +218,10 @@ def save_sentence_transformers_recipe(folder: Path, recipe: Dict[str, Any], widt
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
     if recipe["normalize"]:
         modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (folder / "2_Normalize").mkdir(exist_ok=True)  # sentence-transformers looks for the module's folder
     modes = {mode: ours == recipe["pooling"] for mode, ours in ST_POOLING.items()}
-    pooling = {"word_embedding_dimension": width, **modes, "pooling_mode_mean_sqrt_len_tokens": False}
+    pooling = {"word_embedding_dimension": width, **modes, "pooling_mode_mean_sqrt_len_tokens": False,
+               "pooling_mode_weightedmean_tokens": False, "pooling_mode_lasttoken": False, "include_prompt": True}
     length = {"max_seq_length": recipe["max_length"], "do_lower_case": recipe["lowercase"]}
     files = {"modules.json": modules, "1_Pooling/config.json": pooling, "sentence_bert_config.json": length}
     for name, content in files.items():

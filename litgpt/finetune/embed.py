@@ -23,10 +23,10 @@ from typing import Any, Dict, List
 
 import torch
 
+from litgpt.api.texts import save_sentence_transformers_recipe
 from litgpt.args import FinetuneArgs
 from litgpt.data.embedding import EmbeddingDataModule
 from litgpt.embedding import SentenceEmbedder
-from litgpt.export import save_sentence_transformers_files
 from litgpt.finetune import loop, prepare
 from litgpt.losses import cosent_loss, mnrl_loss
 from litgpt.metrics import report_title
@@ -77,8 +77,9 @@ def make_task(fabric, run: prepare.Run, loss: str, normalize: bool) -> loop.Task
     args, data = run.args, run.data
     if fabric.global_rank == 0:  # the recipe goes in first, so --resume reads it back from output_dir
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-        save_sentence_transformers_files(Path(args.output_dir), run.config.n_embd, data.pooling, normalize,
-                                         run.max_length, data.lowercase)
+        recipe = {"pooling": data.pooling, "normalize": normalize, "max_length": run.max_length,
+                  "lowercase": data.lowercase}
+        save_sentence_transformers_recipe(Path(args.output_dir), recipe, run.config.n_embd)
     gather = all_gather_with_grad if fabric.world_size > 1 else None
 
     def loss_of(vectors: List[torch.Tensor], scores: torch.Tensor) -> torch.Tensor:
