@@ -27,7 +27,7 @@ def runnable_blocks(readme: str):
 
 def test_blocks_are_found():
     blocks = runnable_blocks((ROOT / "README.md").read_text(encoding="utf-8"))
-    assert [lang for lang, _ in blocks] == ["bash", "bash", "python", "bash", "bash", "bash"]
+    assert [lang for lang, _ in blocks] == ["bash", "bash", "python", "bash", "bash", "bash", "bash", "bash"]
     assert blocks[0][1].startswith(SETUP)
 
 
@@ -37,7 +37,7 @@ def demo(tmp_path_factory):
     work = tmp_path_factory.mktemp("readme")
     for folder in ("config_hub", "scripts"):
         shutil.copytree(ROOT / folder, work / folder)
-    for folder in ("demo_corpus", "test_data_finetune"):
+    for folder in ("demo_corpus", "test_data_finetune", "test_data_embed"):
         shutil.copytree(ROOT / "data" / folder, work / "data" / folder)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "TOKENIZERS_PARALLELISM": "false"}
@@ -72,16 +72,18 @@ def test_demo_reports_a_validation_accuracy_well_above_chance(demo):
 def test_demo_classifier_is_accurate_and_names_its_classes(demo):
     work, outputs = demo
     metrics = json.loads((work / "out" / "roberta_finetuned" / "metrics.json").read_text())
-    # the last epoch's test accuracy (the demo has no validation split, so nothing is chosen): 0.85 measured, where
-    # the best of the 8 epochs on the test split itself, as reported before that rule, was 0.86
-    assert metrics["accuracy"] >= 0.8, metrics["accuracy"]
+    # the last epoch's test accuracy (the demo has no validation split, so nothing is chosen): 0.80-0.84 measured
+    # over seeds 1-3 and 0.825 at the default seed on one AVX-512 CPU (chance is 0.5; the best of the 8 epochs on the
+    # test split itself, as reported before that rule, was 0.86); other CPUs round differently, hence the margin
+    assert metrics["accuracy"] >= 0.75, metrics["accuracy"]
     assert metrics["selected_by"]["split"] == "none" and metrics["best_epoch"] == 8
     assert metrics["id2label"] == {"0": "negative", "1": "positive"}
     config = json.loads((work / "out" / "roberta_finetuned" / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}
     assert re.search(r"^(positive|negative)\t", outputs[0], re.MULTILINE), outputs[0][-2000:]
     predictions = json.loads(outputs[1].strip().splitlines()[-1])
-    assert [p["label"] for p in predictions] == ["negative", "positive"]  # two held-out reviews
+    # two held-out reviews, whose probabilities were below 0.003 and above 0.99 at seeds 1-3 and the default
+    assert [p["label"] for p in predictions] == ["negative", "positive"]
 
 
 def test_real_checkpoint_ranks_by_meaning_and_beats_the_from_scratch_demo(demo):
@@ -102,5 +104,31 @@ def test_lora_learns_above_the_majority_baseline(demo):
     out = work / "out" / "roberta_lora"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["accuracy"] > 0.5, metrics["accuracy"]  # the toy test set is balanced: 40 and 40
-    assert re.search(r"LoRA r=8 on \d+ layers", outputs[4]), outputs[4][-2000:]
+    assert re.search(r"LoRA r=8 on \d+ layers", outputs[5]), outputs[5][-2000:]
     assert (out / "pytorch_model.bin").stat().st_size > 10 * (out / "lora.pt").stat().st_size
+
+
+def test_deploy_on_cpu_answers_as_pytorch_does(demo):
+    """The int8 exports keep the real model's ranking and the demo classifier's labels."""
+    work, outputs = demo
+    ranking = [line.split("\t", 1)[1] for line in outputs[7].splitlines() if re.match(r"-?\d\.\d{4}\t", line)]
+    assert ranking[0] == "Boil the noodles in salted water for ten minutes.", outputs[7]
+    predictions = json.loads(outputs[7].strip().splitlines()[-1])
+    assert [p["label"] for p in predictions] == ["negative", "positive"]
+    assert (work / "out" / "classifier-int8" / "onnx" / "model.onnx").is_file()
+
+
+def test_embedding_training_learns_the_codenames(demo):
+    """One epoch from all-MiniLM-L6-v2 on the support-desk pairs: the test figures rise well above the untrained
+    model's (nDCG@10 0.653, Spearman 0.510, measured), a held-out query finds its product, the folder is
+    sentence-transformers', and mining writes a negative for every pair."""
+    work, outputs = demo
+    out = work / "out" / "support_embedder"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["selected_by"]["split"] == "validation", metrics["selected_by"]
+    assert metrics["test"]["ndcg@10"] >= 0.85 and metrics["test"]["spearman"] >= 0.7, metrics["test"]
+    ranking = [line.split("\t", 1)[1] for line in outputs[4].splitlines() if re.match(r"-?\d\.\d{4}\t", line)]
+    assert ranking[0] == "Jacana espresso machine: does not turn on", outputs[4]
+    assert {"modules.json", "sentence_bert_config.json", "config.json"} <= {p.name for p in out.iterdir()}
+    mined = [json.loads(line) for line in (work / "out" / "support_mined.jsonl").read_text().splitlines()]
+    assert len(mined) == 144 and all(row["negative_1"] != row["positive"] for row in mined)
