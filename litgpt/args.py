@@ -136,7 +136,8 @@ class FinetuneArgs:
         batch_size: Training batch size (per device).
         learning_rate: Peak learning rate (AdamW).
         num_epochs: Training epochs.
-        max_length: Longest input in tokens; longer texts are truncated (keeping </s>). At most 512.
+        max_length: Longest input in tokens; longer texts are truncated (keeping </s>). At most 512. Default: 128
+            (or the model's length, if shorter); embed: the checkpoint's sentence_bert_config.json max_seq_length.
         use_agnews: The data is AG News (4 classes): the original headerless train.csv/test.csv (class index 1-4,
             title, description) or JSON/JSONL with labels 0-3, in data_dir; without those files it is fetched once
             from the HuggingFace Hub (fancyzhx/ag_news) into huggingface_hub's cache.
@@ -214,7 +215,7 @@ class FinetuneArgs:
     batch_size: int = 16
     learning_rate: float = 2e-5
     num_epochs: int = 3
-    max_length: int = 128
+    max_length: Optional[int] = None
     use_agnews: bool = False
     seed: int = 42
     precision: Optional[str] = None
@@ -327,9 +328,9 @@ def check_finetune_args(args: FinetuneArgs) -> None:
         raise UsageError(f"--max_grad_norm {args.max_grad_norm}: must be positive (0 disables clipping)")
     if args.num_workers < 0:
         raise UsageError(f"--num_workers {args.num_workers}: must be >= 0")
-    if args.max_length < 3:
+    if args.max_length is not None and args.max_length < 3:
         raise UsageError(f"--max_length {args.max_length}: must be at least 3 (<s>, a token, </s>)")
-    if args.max_length > MAX_POSITIONS:
+    if args.max_length is not None and args.max_length > MAX_POSITIONS:
         raise UsageError(f"--max_length {args.max_length}: RoBERTa reads at most {MAX_POSITIONS} tokens")
     if isinstance(args.lora_r, bool) or not isinstance(args.lora_r, int) or args.lora_r < 0:
         raise UsageError(f"--lora_r {args.lora_r}: must be 0 (no LoRA) or a positive rank")

@@ -55,7 +55,7 @@ def setup(args: FinetuneArgs) -> None:
 
     folder = run.tokenizer.checkpoint_dir
     recipe = sentence_transformers_recipe(folder) if folder is not None else {}
-    if args.max_length == FinetuneArgs.max_length and "max_length" in recipe:  # the default: the recipe's
+    if args.max_length is None and "max_length" in recipe:  # no --max_length: the recipe's
         run = replace(run, max_length=min(recipe["max_length"], run.config.block_size),
                       max_length_from="sentence_bert_config.json's max_seq_length")
     data.pooling, data.lowercase = args.pooling or recipe.get("pooling", "mean"), recipe.get("lowercase", False)

@@ -31,7 +31,7 @@ import torch
 from litgpt.distributed import gather, lost_peer, make_strategy, world_size
 from litgpt.distributed import launch as launch_fabric  # (`launch` here is the task's)
 from litgpt.export import STATE_FILE, prepare_output_dir, save_adapters, save_finetuned
-from litgpt.finetune.prepare import Run, hparams, make_scheduler
+from litgpt.finetune.prepare import DEFAULT_MAX_LENGTH, Run, hparams, make_scheduler
 from litgpt.kernels import add_lora
 from litgpt.run import make_fabric, unwrap
 from litgpt.utils import UsageError, atomic_torch_save, capture_rng, make_adamw, restore_rng
@@ -139,7 +139,7 @@ def start(fabric, run: Run, task: Task):
         prepare_output_dir(Path(args.output_dir), hparams(args), run.tokenizer, run.config, state is not None)
     fabric.barrier()
     fabric.print(f"Weights: {run.source}")
-    if run.max_length != args.max_length:
+    if run.max_length != (args.max_length or DEFAULT_MAX_LENGTH):
         fabric.print(f"note: using --max_length {run.max_length} ({run.max_length_from})", file=sys.stderr)
     run.data.connect(run.tokenizer, batch_size=args.batch_size, max_seq_length=run.max_length, seed=args.seed,
                      rank=fabric.global_rank, world_size=fabric.world_size, eval_batch_size=args.eval_batch_size)

@@ -133,11 +133,14 @@ HEAD_NAMES = {"RobertaForSequenceClassification": "classification", "RobertaForT
               "RobertaForQuestionAnswering": "qa"}
 
 
-def fit_max_length(max_length: int, config: Config) -> int:
+DEFAULT_MAX_LENGTH = 128
+
+
+def fit_max_length(max_length: Optional[int], config: Config) -> int:
+    if max_length is None:  # the default, not a request: fit it to small models (noted later)
+        return min(DEFAULT_MAX_LENGTH, config.block_size)
     if max_length <= config.block_size:
         return max_length
-    if max_length == FinetuneArgs.max_length:  # the default, not a request: fit it to small models (noted later)
-        return config.block_size
     raise UsageError(f"--max_length {max_length}: the model reads at most {config.block_size} tokens")
 
 
