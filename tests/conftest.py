@@ -72,6 +72,17 @@ def final_weights(out_dir) -> dict:
     return torch.load(Path(out_dir) / "final" / "lit_model.pth", weights_only=True)
 
 
+def close(a, b, tol=1e-5) -> bool:
+    """Two JSON answers agree: the same keys, lengths and strings, every float within `tol`."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(close(a[k], b[k], tol) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(close(x, y, tol) for x, y in zip(a, b))
+    if isinstance(a, float):
+        return abs(a - b) <= tol
+    return a == b
+
+
 def max_weight_diff(a: dict, b: dict) -> float:
     """The largest absolute difference between two state dicts with the same keys."""
     assert a.keys() == b.keys()

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from conftest import ROOT, expect_usage_error, litgpt_command, save_checkpoint, toy_records
+from conftest import ROOT, close, expect_usage_error, litgpt_command, save_checkpoint, toy_records
 
 from litgpt import Config
 from litgpt.api import Classifier, Embedder, MaskedLM
@@ -76,16 +76,6 @@ def classifier_dir(tiny_checkpoint, tmp_path_factory):
     config = Config(**{**config.to_dict(), "num_labels": 3, "id2label": {0: "a", 1: "b", 2: "c"}})
     torch.manual_seed(1)
     return save_checkpoint(folder, RobertaForSequenceClassification(config, 3), config)
-
-
-def close(a, b, tol=1e-5):
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(close(a[k], b[k], tol) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(close(x, y, tol) for x, y in zip(a, b))
-    if isinstance(a, float):
-        return abs(a - b) <= tol
-    return a == b
 
 
 def test_classifier_server_answers_batches_checks_and_stops(classifier_dir):

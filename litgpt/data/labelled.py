@@ -199,10 +199,10 @@ def read_rows(path: Path) -> List[Tuple[str, Any]]:
         if not isinstance(records, list):
             raise UsageError(f"{path}: expected a JSON list of records, found {type(records).__name__}")
         return [(f"record {i}", obj) for i, obj in enumerate(records, 1)]
-    return _jsonl_records(path, text)
+    return jsonl_records(path, text)
 
 
-def _jsonl_records(path: Path, text: str) -> List[Tuple[str, Any]]:
+def jsonl_records(path: Path, text: str) -> List[Tuple[str, Any]]:
     records = []
     for i, line in enumerate(text.splitlines(), 1):
         if line.strip():
@@ -239,7 +239,7 @@ def _read_json(path: Path, text: str, text_columns, problem_type: str) -> Iterat
 
 
 def _read_jsonl(path: Path, text: str, text_columns, problem_type: str) -> Iterator[Record]:
-    records = _jsonl_records(path, text)
+    records = jsonl_records(path, text)
     columns = _json_columns(path, [obj for _, obj in records], text_columns, problem_type) if records else None
     for row, obj in records:
         yield (row, *_record(obj, f"{path}: {row}", columns))

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from litgpt.data.finetuning import ExampleList, FinetuneDataModule
-from litgpt.data.labelled import find_split_file
+from litgpt.data.labelled import find_split_file, jsonl_records
 from litgpt.data.readers import read_text
 from litgpt.packing import pack_tokens
 from litgpt.utils import UsageError, pad_right
@@ -96,13 +96,7 @@ def _read_json_sentences(path: Path, text: str, split: TaggedSplit) -> None:
     except json.JSONDecodeError as ex:
         raise UsageError(f"{path}:{ex.lineno}: not valid JSON ({ex.msg})") from None
     if records is None:
-        records = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append((f"line {n}", json.loads(line)))
-                except json.JSONDecodeError as ex:
-                    raise UsageError(f"{path}:{n}: not valid JSON ({ex.msg})") from None
+        records = jsonl_records(path, text)
     elif isinstance(records, list):
         records = [(f"record {i}", r) for i, r in enumerate(records, 1)]
     else:
