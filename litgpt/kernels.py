@@ -4,7 +4,8 @@
 - `TokenLayout`: where a batch's tokens live between the blocks (padded, or only the real tokens, packed as
   `litgpt/packing.py` describes them), and the attention call that goes with that layout: SDPA, or on CUDA
   PyTorch's variable-length flash kernel (`varlen_attn`);
-- `linear`: fp32 linear layers on oneDNN's CPU kernels, with bias and GELU fused in at inference;
+- `linear`: fp32 linear layers on oneDNN's CPU kernels where the CPU has AVX-512, with bias and GELU fused in
+  at inference;
 - `TiedEmbedding`, `embedding`: lookups whose backward neither waits for the device nor builds more than one
   `[V, C]` gradient (one autograd node for the word embeddings and the tied MLM decoder);
 - `residual_add`, `writable`: in-place writes into fresh buffers at inference;
@@ -211,9 +212,13 @@ def residual_add(x: torch.Tensor, sublayer_out: torch.Tensor) -> torch.Tensor:
     return x + sublayer_out  # under autocast the bf16 output + fp32 residual promotes to fp32
 
 
-# oneDNN's fp32 matmul, with the bias (and GELU) fused in: the kernel torch.compile's CPU backend emits. On this
-# project's CPU it runs the roberta-base layer shapes at 145-185 GFLOP/s where F.linear's BLAS call gets 95-140.
-_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+# oneDNN's fp32 matmul, with the bias (and GELU) fused in: the kernel torch.compile's CPU backend emits. On an
+# AVX-512 CPU (AMD EPYC with AVX-512) it ran the roberta-base layer shapes at 145-185 GFLOP/s where F.linear's MKL
+# call got 95-140. On an AVX2-only AMD EPYC MKL was the faster one, forward and backward (150-180 GFLOP/s against
+# 110-150; all-MiniLM-L6-v2's training step 743 vs 911 ms, its embeddings 226 vs 169-197 texts/s), so only AVX-512
+# CPUs take it.
+_ONEDNN_LINEAR = (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+                  and torch.backends.cpu.get_cpu_capability().startswith("AVX512"))
 
 
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, gelu: bool = False):
@@ -245,8 +250,8 @@ class OneDNNLinear(torch.autograd.Function):
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], gelu: bool = False) -> torch.Tensor:
-    """`F.linear` (then exact GELU), used by every linear layer of the model. In fp32 on CPU the matmuls go to
-    oneDNN; at inference as one call with the bias and GELU fused, which also saves the passes that copy the bias
+    """`F.linear` (then exact GELU), used by every linear layer of the model. In fp32 on an AVX-512 CPU the matmuls go
+    to oneDNN; at inference as one call with the bias and GELU fused, which also saves the passes that copy the bias
     in and apply GELU. Everywhere else (GPU, autocast, torch.compile, which fuses on its own) it is `F.linear`."""
     if (
         _ONEDNN_LINEAR
