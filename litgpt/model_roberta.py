@@ -14,7 +14,7 @@ Two ways through the encoder:
 `config.causal` makes the same weights a left-to-right language model: a causal mask and a next-token loss.
 
 The speed machinery (the token layout and its attention call, variable-length on CUDA, oneDNN linear layers with
-fused GELU, the tied embedding node, in-place inference ops) lives in `litgpt/kernels.py`.
+fused GELU on AVX-512 CPUs, the tied embedding node, in-place inference ops) lives in `litgpt/kernels.py`.
 """
 
 import dataclasses
