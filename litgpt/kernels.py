@@ -217,8 +217,8 @@ def residual_add(x: torch.Tensor, sublayer_out: torch.Tensor) -> torch.Tensor:
 # call got 95-140. On an AVX2-only AMD EPYC MKL was the faster one, forward and backward (150-180 GFLOP/s against
 # 110-150; all-MiniLM-L6-v2's training step 743 vs 911 ms, its embeddings 226 vs 169-197 texts/s), so only AVX-512
 # CPUs take it.
-_ONEDNN_LINEAR = (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-                  and torch.backends.cpu.get_cpu_capability().startswith("AVX512"))
+_ONEDNN_KERNEL = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+_ONEDNN_LINEAR = _ONEDNN_KERNEL and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, gelu: bool = False):
